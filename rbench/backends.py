@@ -1,0 +1,94 @@
+"""Backends turn a built model into what the timing loop calls: eager, torch.compile, triton.
+
+A registry maps each backend name of `rbench.spec.BACKENDS` to a class that says whether it can run
+a case on a device (else the one-line reason) and prepares the model. The step built around it
+(inference forward, or the full training iteration) is the same for every backend.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import torch
+
+from rbench import models
+from rbench.spec import BACKENDS, Case
+
+
+class Backend:
+    """Eager PyTorch: the model as built."""
+
+    name = "eager"
+
+    def unsupported(self, case: Case, device: Any) -> str | None:
+        return None
+
+    def prepare(self, model: torch.nn.Module, case: Case, device: Any) -> torch.nn.Module:
+        return model
+
+
+class CompileBackend(Backend):
+    """torch.compile with the case's mode (`compile:max-autotune` etc.; plain `compile` is the default mode)."""
+
+    name = "compile"
+
+    def unsupported(self, case: Case, device: Any) -> str | None:
+        if device.kind == "mps" and case.mode == "training":
+            return "torch.compile training on MPS is not supported by PyTorch's inductor"
+        return None
+
+    def prepare(self, model: torch.nn.Module, case: Case, device: Any) -> torch.nn.Module:
+        mode = None if case.compile_mode == "default" else case.compile_mode
+        return torch.compile(model, mode=mode)
+
+
+class TritonBackend(Backend):
+    """The whole network on rbench_kernels: BatchNorm folded, conv+BN(+add)(+ReLU) fused per layer."""
+
+    name = "triton"
+
+    def unsupported(self, case: Case, device: Any) -> str | None:
+        from rbench import triton_backend
+
+        if case.mode != "inference":
+            return "inference only: the triton backend has no backward kernels"
+        if case.precision not in triton_backend.PRECISIONS:
+            return f"precision {case.precision} not supported by rbench_kernels (supported: {', '.join(triton_backend.PRECISIONS)})"
+        if device.kind in ("cpu", "mps") and os.environ.get("TRITON_INTERPRET") != "1":
+            return (f"Triton kernels need a CUDA/ROCm/XPU GPU; on {device.kind} they run only under "
+                    "TRITON_INTERPRET=1 (a correctness tool, far too slow to benchmark)")
+        return triton_backend.unsupported_model(case.model)
+
+    def prepare(self, model: torch.nn.Module, case: Case, device: Any) -> torch.nn.Module:
+        from rbench import triton_backend
+
+        return triton_backend.convert(model, allow_tf32=case.precision == "tf32")
+
+
+REGISTRY: dict[str, Backend] = {b.name: b for b in (Backend(), CompileBackend(), TritonBackend())}
+assert tuple(REGISTRY) == BACKENDS, "spec.BACKENDS and the backend registry must list the same names"
+
+
+def get(case: Case) -> Backend:
+    try:
+        return REGISTRY[case.backend_name]
+    except KeyError:
+        raise ValueError(f"unknown backend {case.backend!r}; known: {', '.join(REGISTRY)}") from None
+
+
+def make_step(module: torch.nn.Module, workload: models.Workload, case: Case,
+              device: Any) -> Callable[[int], Any]:
+    """`step(i)`: one iteration on input buffer i (mod the number of buffers)."""
+    inputs, labels = workload.inputs, workload.labels
+    autocast = lambda: workload.autocast(device.torch_type)  # noqa: E731
+    if case.mode == "training":
+        scaler = torch.amp.GradScaler(device.torch_type) if case.precision == "amp_fp16" else None
+        train = models.train_step(module, models.sgd(module), autocast, scaler)
+        return lambda i: train(inputs[i % len(inputs)], labels[i % len(labels)])
+
+    def infer(i: int) -> torch.Tensor:
+        with torch.inference_mode(), autocast():
+            return module(inputs[i % len(inputs)])
+
+    return infer

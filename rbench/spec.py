@@ -1,0 +1,341 @@
+"""The suite schema: typed dataclasses, YAML loading with line-accurate errors, and case expansion.
+
+A suite file is user-facing: its field names are an interface (see README). This module imports no
+torch so that suites can be validated, expanded and compared on any machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Collection, Iterator, Mapping
+
+import yaml
+
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "amp_fp16", "amp_bf16")
+BACKENDS = ("eager", "compile", "triton")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+MEMORY_FORMATS = ("channels_last", "nchw")
+MODES = ("inference", "training")
+DEVICES = ("auto", "cuda", "rocm", "xpu", "mps", "cpu")
+# Keys of the per-device `overrides:` block: device kinds as `devices.detect()` names them.
+DEVICE_KINDS = ("cuda", "rocm", "xpu", "mps", "cpu")
+
+
+class SpecError(ValueError):
+    """A suite that cannot be used; the message is one line naming the file, the field and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How long each case is measured.
+
+    Warm-up runs until both `warmup_iters` and `warmup_s` are reached (compilation, autotuning and
+    cuDNN's algorithm search happen there). The timed window then runs enough iterations for
+    `min_iters` and `min_s`; a case whose `min_iters` cannot fit in `max_s` is `over_budget`.
+    `timeout_s` bounds the whole case (build, compile, gate, warm-up, timing): past it the case is
+    killed and recorded `timeout`.
+    """
+
+    warmup_iters: int = 10
+    warmup_s: float = 1.0
+    min_iters: int = 20
+    min_s: float = 2.0
+    max_s: float = 30.0
+    timeout_s: float = 900.0
+    rotate_buffers: int = 0  # input buffers rotated through; 0 = enough to exceed a large L2 cache
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement, fully identified. `key()` is what `rbench compare` matches on."""
+
+    model: str
+    batch_size: int
+    image_size: int
+    precision: str
+    backend: str  # "eager", "triton", "compile" or "compile:<mode>"
+    mode: str
+    memory_format: str
+    device: str
+
+    def key(self) -> tuple:
+        return (self.model, self.batch_size, self.image_size, self.precision, self.backend,
+                self.mode, self.memory_format)
+
+    @property
+    def id(self) -> str:
+        return (f"{self.model}/bs{self.batch_size}/{self.image_size}px/{self.precision}/"
+                f"{self.backend}/{self.mode}/{self.memory_format}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.split(":", 1)[0]
+
+    @property
+    def compile_mode(self) -> str:
+        return self.backend.split(":", 1)[1] if ":" in self.backend else "default"
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite. `for_device(kind)` applies that kind's overrides; `cases()` expands them."""
+
+    name: str
+    models: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    precisions: tuple[str, ...]
+    backends: tuple[str, ...]
+    modes: tuple[str, ...]
+    image_size: int = 224
+    memory_format: str = "channels_last"
+    device: str = "auto"
+    policy: Policy = field(default_factory=Policy)
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    description: str = ""
+    threshold: float | None = None  # regression threshold for `rbench compare` (fraction), if set
+    source: str = ""  # the file it was loaded from
+
+    def for_device(self, kind: str) -> "Suite":
+        """The suite with the `overrides[kind]` block applied (ROCm falls back to the `cuda` block)."""
+        block = self.overrides.get(kind)
+        if block is None and kind == "rocm":
+            block = self.overrides.get("cuda")
+        if not block:
+            return self
+        changes: dict[str, Any] = {}
+        for key, value in block.items():
+            if key == "policy":
+                changes["policy"] = dataclasses.replace(self.policy, **value)
+            elif isinstance(value, list):
+                changes[key] = tuple(value)
+            else:
+                changes[key] = value
+        return dataclasses.replace(self, **changes)
+
+    def cases(self, device: str) -> list[Case]:
+        """Every case of this suite on `device`, in a stable order (model-major, then batch)."""
+        return [
+            Case(model=m, batch_size=b, image_size=self.image_size, precision=p, backend=be,
+                 mode=mo, memory_format=self.memory_format, device=device)
+            for m, b, p, be, mo in itertools.product(self.models, self.batch_sizes, self.precisions,
+                                                     self.backends, self.modes)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["overrides"] = {k: dict(v) for k, v in self.overrides.items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+_LIST_FIELDS = {
+    "models": str, "batch_sizes": int, "precisions": str, "backends": str, "modes": str,
+}
+_SCALAR_FIELDS = {
+    "name": str, "description": str, "image_size": int, "memory_format": str, "device": str,
+    "threshold": (int, float),
+}
+_REQUIRED = ("name", "models", "batch_sizes", "precisions", "backends", "modes")
+_POLICY_FIELDS = {f.name: f.type for f in dataclasses.fields(Policy)}
+_OVERRIDABLE = set(_LIST_FIELDS) | {"image_size", "memory_format", "policy"}
+
+
+def allowed_backend(name: str) -> bool:
+    base, _, mode = name.partition(":")
+    if base == "compile":
+        return mode == "" or mode in COMPILE_MODES
+    return base in BACKENDS and not mode
+
+
+class _Checker:
+    """Validates a parsed suite and phrases every problem as `file:line: field: problem; allowed: ...`."""
+
+    def __init__(self, path: str, lines: dict[tuple, int], models: Collection[str] | None):
+        self.path = path
+        self.lines = lines
+        self.models = models
+
+    def fail(self, where: tuple, problem: str, allowed: str | None = None) -> SpecError:
+        line = self._line(where)
+        field_name = _dotted(where)
+        loc = f"{self.path}:{line}" if line else self.path
+        msg = f"{loc}: field '{field_name}': {problem}" if field_name else f"{loc}: {problem}"
+        if allowed:
+            msg += f"; allowed: {allowed}"
+        return SpecError(msg)
+
+    def _line(self, where: tuple) -> int | None:
+        while where:
+            if where in self.lines:
+                return self.lines[where]
+            where = where[:-1]
+        return None
+
+    def check_type(self, where: tuple, value: Any, kind: Any) -> Any:
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            names = " or ".join(_type_name(k) for k in kinds)
+            raise self.fail(where, f"expected {names}, got {_type_name(type(value))} {value!r}")
+        return value
+
+    def check_list(self, where: tuple, value: Any, item_kind: type) -> list:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # a single value stands for a list of one
+        if not isinstance(value, list):
+            raise self.fail(where, f"expected a list, got {_type_name(type(value))}")
+        if not value:
+            raise self.fail(where, "empty list; give at least one value")
+        for i, item in enumerate(value):
+            self.check_type(where + (i,), item, item_kind)
+        if len(set(value)) != len(value):
+            raise self.fail(where, f"duplicate values in {value!r}")
+        return value
+
+    def check_choices(self, where: tuple, values: list, allowed: Collection[str], what: str) -> None:
+        for i, v in enumerate(values):
+            if v not in allowed:
+                raise self.fail(where + (i,), f"unknown {what} {v!r}", ", ".join(allowed))
+
+    def check_fields(self, where: tuple, data: dict, top_level: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            w = where + (key,)
+            if key in _LIST_FIELDS:
+                out[key] = self.check_list(w, value, _LIST_FIELDS[key])
+            elif key in _SCALAR_FIELDS and (top_level or key in _OVERRIDABLE):
+                out[key] = self.check_type(w, value, _SCALAR_FIELDS[key])
+            elif key == "policy":
+                out[key] = self.check_policy(w, value)
+            elif key == "overrides" and top_level:
+                out[key] = self.check_overrides(w, value)
+            else:
+                allowed = sorted(_LIST_FIELDS) + sorted(_SCALAR_FIELDS) + ["policy", "overrides"]
+                if not top_level:
+                    allowed = sorted(_OVERRIDABLE)
+                raise self.fail(w, "unknown key", ", ".join(allowed))
+        self.check_values(where, out)
+        return out
+
+    def check_values(self, where: tuple, out: dict[str, Any]) -> None:
+        if "models" in out and self.models is not None:
+            self.check_choices(where + ("models",), out["models"], self.models, "model")
+        if "precisions" in out:
+            self.check_choices(where + ("precisions",), out["precisions"], PRECISIONS, "precision")
+        if "modes" in out:
+            self.check_choices(where + ("modes",), out["modes"], MODES, "mode")
+        if "backends" in out:
+            for i, b in enumerate(out["backends"]):
+                if not allowed_backend(b):
+                    allowed = list(BACKENDS) + [f"compile:{m}" for m in COMPILE_MODES]
+                    raise self.fail(where + ("backends", i), f"unknown backend {b!r}", ", ".join(allowed))
+        for i, b in enumerate(out.get("batch_sizes", [])):
+            if b <= 0:
+                raise self.fail(where + ("batch_sizes", i), f"batch size must be positive, got {b}")
+        if "image_size" in out and out["image_size"] < 32:
+            raise self.fail(where + ("image_size",), f"must be at least 32, got {out['image_size']}")
+        if "memory_format" in out and out["memory_format"] not in MEMORY_FORMATS:
+            raise self.fail(where + ("memory_format",), f"unknown memory format {out['memory_format']!r}",
+                            ", ".join(MEMORY_FORMATS))
+        if "device" in out and out["device"] not in DEVICES:
+            raise self.fail(where + ("device",), f"unknown device {out['device']!r}", ", ".join(DEVICES))
+        if "threshold" in out and not 0 < out["threshold"] < 1:
+            raise self.fail(where + ("threshold",), f"must be a fraction in (0, 1), got {out['threshold']}")
+
+    def check_policy(self, where: tuple, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected a mapping, got {_type_name(type(value))}")
+        out = {}
+        for key, v in value.items():
+            if key not in _POLICY_FIELDS:
+                raise self.fail(where + (key,), "unknown key", ", ".join(_POLICY_FIELDS))
+            kind = int if _POLICY_FIELDS[key] == "int" else (int, float)
+            self.check_type(where + (key,), v, kind)
+            if v < 0 or (v == 0 and key in ("min_iters", "max_s", "timeout_s")):
+                raise self.fail(where + (key,), f"must be positive, got {v}")
+            out[key] = v
+        return out
+
+    def check_overrides(self, where: tuple, value: Any) -> dict[str, dict]:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected a mapping of device kind to fields, got {_type_name(type(value))}")
+        out = {}
+        for kind, block in value.items():
+            if kind not in DEVICE_KINDS:
+                raise self.fail(where + (kind,), f"unknown device kind {kind!r}", ", ".join(DEVICE_KINDS))
+            if not isinstance(block, dict):
+                raise self.fail(where + (kind,), f"expected a mapping, got {_type_name(type(block))}")
+            out[kind] = self.check_fields(where + (kind,), block, top_level=False)
+        return out
+
+
+def _type_name(kind: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping",
+            bool: "a boolean", type(None): "nothing"}.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def _dotted(where: tuple) -> str:
+    out = ""
+    for part in where:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_map(node: yaml.Node, where: tuple = ()) -> Iterator[tuple[tuple, int]]:
+    """Yield (path, 1-based line) for every key and item of a composed YAML document."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = where + (key_node.value,)
+            yield path, key_node.start_mark.line + 1
+            yield from _line_map(value_node, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield where + (i,), item.start_mark.line + 1
+            yield from _line_map(item, where + (i,))
+
+
+def parse(text: str, source: str = "<suite>", models: Collection[str] | None = None) -> Suite:
+    """Validate suite YAML text. `models`, when given, is the set of known model names."""
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{where}: YAML syntax error: {problem}") from None
+    checker = _Checker(source, dict(_line_map(node)) if node else {}, models)
+    if not isinstance(data, dict):
+        raise checker.fail((), f"a suite is a YAML mapping of fields, got {_type_name(type(data))}")
+    for key in data:
+        if not isinstance(key, str):
+            raise checker.fail((), f"field names are strings, got {key!r}")
+    fields = checker.check_fields((), data, top_level=True)
+    for key in _REQUIRED:
+        if key not in fields:
+            raise checker.fail((key,), "missing required field", ", ".join(_REQUIRED))
+    policy = Policy(**fields.pop("policy", {}))
+    tuples = {k: tuple(v) for k, v in fields.items() if isinstance(v, list)}
+    return Suite(**{**fields, **tuples, "policy": policy, "source": source})
+
+
+def load(path: str | Path, models: Collection[str] | None = None) -> Suite:
+    """Read and validate a suite file; every problem raises `SpecError` with a one-line message."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"{p}: no such suite file" + ("" if p.suffix else " (suites are YAML files, e.g. suites/smoke.yaml)"))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{p}: cannot read: {e}") from None
+    return parse(text, str(path), models)
+
+
+def from_dict(data: Mapping[str, Any]) -> Suite:
+    """Rebuild a suite stored in a run file (for `--resume`): the same checks as a file."""
+    data = {k: v for k, v in data.items() if k != "source" and v is not None}
+    return parse(yaml.safe_dump(dict(data), sort_keys=False), "<run file suite>")
