@@ -113,8 +113,7 @@ def execute(case: Case, policy: Policy, device: Any, monitor: Any) -> dict[str, 
             samples_ms=timing.samples_ms, iters=timing.iters, window_s=timing.window_s,
             warmup_iters=timing.warmup_iters, warmup_s=timing.warmup_s,
             tflops=throughput * workload.flops_per_image * (3 if case.mode == "training" else 1) / 1e12,
-            peak_memory_bytes=peak.get("allocated", peak.get("host_rss")), peak_memory=peak,
-            power=tele["power"], telemetry=tele.get("telemetry"), warnings=tele.get("warnings", []))
+            peak_memory_bytes=peak.get("allocated", peak.get("host_rss")), peak_memory=peak, **tele)
     except measure.OverBudget as e:
         return results.new_record(case, "over_budget", str(e), **_info(state))
     except BaseException as e:  # noqa: BLE001 - a failed case must never stop the suite
