@@ -99,6 +99,7 @@ class Suite:
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     description: str = ""
     threshold: float | None = None  # regression threshold for `rbench compare` (fraction), if set
+    exclude: tuple[Mapping[str, Any], ...] = ()  # partial cases to leave out, e.g. {backend: compile, mode: training}
     source: str = ""  # the file it was loaded from
 
     def for_device(self, kind: str) -> "Suite":
@@ -120,12 +121,13 @@ class Suite:
 
     def cases(self, device: str) -> list[Case]:
         """Every case of this suite on `device`, in a stable order (model-major, then batch)."""
-        return [
+        cases = (
             Case(model=m, batch_size=b, image_size=self.image_size, precision=p, backend=be,
                  mode=mo, memory_format=self.memory_format, device=device)
             for m, b, p, be, mo in itertools.product(self.models, self.batch_sizes, self.precisions,
                                                      self.backends, self.modes)
-        ]
+        )
+        return [c for c in cases if not any(_matches(c, rule) for rule in self.exclude)]
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -133,6 +135,16 @@ class Suite:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
+def _matches(case: Case, rule: Mapping[str, Any]) -> bool:
+    """True when every field the rule names has one of the rule's values in `case`."""
+    for key, wanted in rule.items():
+        values = wanted if isinstance(wanted, (list, tuple)) else [wanted]
+        if getattr(case, key) not in values:
+            return False
+    return True
+
+
+_EXCLUDE_KEYS = ("model", "batch_size", "precision", "backend", "mode")
 _LIST_FIELDS = {
     "models": str, "batch_sizes": int, "precisions": str, "backends": str, "modes": str,
 }
@@ -142,7 +154,7 @@ _SCALAR_FIELDS = {
 }
 _REQUIRED = ("name", "models", "batch_sizes", "precisions", "backends", "modes")
 _POLICY_FIELDS = {f.name: f.type for f in dataclasses.fields(Policy)}
-_OVERRIDABLE = set(_LIST_FIELDS) | {"image_size", "memory_format", "policy"}
+_OVERRIDABLE = set(_LIST_FIELDS) | {"image_size", "memory_format", "policy", "exclude"}
 
 
 def allowed_backend(name: str) -> bool:
@@ -211,10 +223,12 @@ class _Checker:
                 out[key] = self.check_type(w, value, _SCALAR_FIELDS[key])
             elif key == "policy":
                 out[key] = self.check_policy(w, value)
+            elif key == "exclude":
+                out[key] = self.check_exclude(w, value)
             elif key == "overrides" and top_level:
                 out[key] = self.check_overrides(w, value)
             else:
-                allowed = sorted(_LIST_FIELDS) + sorted(_SCALAR_FIELDS) + ["policy", "overrides"]
+                allowed = sorted(_LIST_FIELDS) + sorted(_SCALAR_FIELDS) + ["policy", "exclude", "overrides"]
                 if not top_level:
                     allowed = sorted(_OVERRIDABLE)
                 raise self.fail(w, "unknown key", ", ".join(allowed))
@@ -258,6 +272,27 @@ class _Checker:
             if v < 0 or (v == 0 and key in ("min_iters", "max_s", "timeout_s")):
                 raise self.fail(where + (key,), f"must be positive, got {v}")
             out[key] = v
+        return out
+
+    def check_exclude(self, where: tuple, value: Any) -> list[dict[str, Any]]:
+        if not isinstance(value, list):
+            raise self.fail(where, f"expected a list of partial cases, got {_type_name(type(value))}")
+        out = []
+        for i, rule in enumerate(value):
+            w = where + (i,)
+            if not isinstance(rule, dict) or not rule:
+                raise self.fail(w, "expected a non-empty mapping such as {backend: compile, mode: training}")
+            for key, wanted in rule.items():
+                if key not in _EXCLUDE_KEYS:
+                    raise self.fail(w + (key,), "unknown key", ", ".join(_EXCLUDE_KEYS))
+                values = wanted if isinstance(wanted, list) else [wanted]
+                choices = {"precision": PRECISIONS, "mode": MODES}.get(key)
+                for v in values:
+                    if choices and v not in choices:
+                        raise self.fail(w + (key,), f"unknown {key} {v!r}", ", ".join(choices))
+                    if key == "backend" and not allowed_backend(v):
+                        raise self.fail(w + (key,), f"unknown backend {v!r}", ", ".join(BACKENDS))
+            out.append(rule)
         return out
 
     def check_overrides(self, where: tuple, value: Any) -> dict[str, dict]:
@@ -320,6 +355,9 @@ def parse(text: str, source: str = "<suite>", models: Collection[str] | None = N
             raise checker.fail((key,), "missing required field", ", ".join(_REQUIRED))
     policy = Policy(**fields.pop("policy", {}))
     tuples = {k: tuple(v) for k, v in fields.items() if isinstance(v, list)}
+    if "overrides" in fields:
+        fields["overrides"] = {k: {**b, **({"exclude": tuple(b["exclude"])} if "exclude" in b else {})}
+                               for k, b in fields["overrides"].items()}
     return Suite(**{**fields, **tuples, "policy": policy, "source": source})
 
 
@@ -337,5 +375,6 @@ def load(path: str | Path, models: Collection[str] | None = None) -> Suite:
 
 def from_dict(data: Mapping[str, Any]) -> Suite:
     """Rebuild a suite stored in a run file (for `--resume`): the same checks as a file."""
+    source = data.get("source") or "<run file suite>"
     data = {k: v for k, v in data.items() if k != "source" and v is not None}
-    return parse(yaml.safe_dump(dict(data), sort_keys=False), "<run file suite>")
+    return parse(yaml.safe_dump(dict(data), sort_keys=False), source)
