@@ -31,8 +31,9 @@ for stage in "${stages[@]}"; do
     flagship) rbench run suites/resnet50_fp16.yaml --out "$OUT" ;;
     triton)   rbench run suites/triton_vs_torch.yaml --out "$OUT" ;;
     family)   rbench run suites/resnet_family.yaml --out "$OUT" ;;
-    *) echo "unknown stage $stage (tests, kernels, flagship, triton, family, all)"; status=2 ;;
+    *) echo "unknown stage $stage (tests, kernels, flagship, triton, family, all)"; false ;;
   esac
-  [ "${PIPESTATUS[0]}" -ne 0 ] && status=1
+  rc=$?  # the stage's pipeline status (pipefail), or 2 for an unknown stage
+  [ $rc -ne 0 ] && status=1
 done
 exit $status
