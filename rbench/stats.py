@@ -1,0 +1,173 @@
+"""The statistical rule behind `rbench compare`: a verdict on two sets of per-iteration times.
+
+The effect is the ratio of medians, new / base, of the per-iteration times (lower is better, so a
+ratio above 1 means slower). Its uncertainty is a percentile bootstrap confidence interval: both
+sample sets are resampled with replacement, independently, `n_boot` times and the ratio of the
+resampled medians is taken each time; the central `confidence` share of those ratios is the interval.
+The generator is seeded with a fixed seed, so the same inputs always give the same verdict.
+
+With `t` the threshold (the smallest change worth reporting, 5 % by default) the verdict is
+
+    slower        ratio >= 1 + t      and  CI low  > 1 + t/2
+    faster        ratio <= 1/(1 + t)  and  CI high < 1/(1 + t/2)
+    unchanged     the whole CI lies inside [1/(1 + t), 1 + t]   (any change is below the threshold)
+    inconclusive  otherwise: the data cannot tell a change of the threshold's size from none
+
+"slower" thus needs a point estimate past the threshold *and* a confidence interval that excludes
+even half the threshold: a 6 % slowdown measured with ±5 % noise is reported `inconclusive`, not
+`slower`, because the same data would be quite likely under a 1 % change. Only per-iteration noise
+within one run is in the interval; the threshold itself is what absorbs run-to-run variation
+(clocks, temperature, other tenants), which is why it should not be set below what A/A runs show.
+
+This module needs numpy only (no scipy, no torch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+DEFAULT_THRESHOLD = 0.05
+CONFIDENCE = 0.95
+N_BOOT = 2000
+SEED = 20240607
+MIN_SAMPLES = 5
+VERDICTS = ("faster", "slower", "unchanged", "inconclusive")
+# Rows of resampled indices held in memory at once: n_boot x n could be 2000 x 100k.
+_CHUNK_ELEMENTS = 2_000_000
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The ratio new/base of typical times, its confidence interval, and how it was computed."""
+
+    ratio: float
+    low: float
+    high: float
+    method: str  # "bootstrap" (raw samples) or "normal-approx" (summary statistics only)
+    n_base: int
+    n_new: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str  # one of VERDICTS
+    estimate: Estimate | None
+    threshold: float
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"verdict": self.verdict, "threshold": self.threshold, "reason": self.reason}
+        d.update(asdict(self.estimate) if self.estimate else {})
+        return d
+
+
+def _bootstrap_medians(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    n = len(x)
+    out = np.empty(n_boot)
+    rows = max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, n_boot, rows):
+        m = min(rows, n_boot - start)
+        out[start:start + m] = np.median(x[rng.integers(0, n, size=(m, n))], axis=1)
+    return out
+
+
+def bootstrap_ratio(base: Sequence[float], new: Sequence[float], confidence: float = CONFIDENCE,
+                    n_boot: int = N_BOOT, seed: int = SEED) -> Estimate:
+    """median(new) / median(base) with a percentile bootstrap CI (independent resampling of each side)."""
+    a = np.asarray(base, dtype=float)
+    b = np.asarray(new, dtype=float)
+    if len(a) == 0 or len(b) == 0:
+        raise ValueError("bootstrap_ratio needs at least one sample on each side")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b)) and a.min() > 0 and b.min() > 0):
+        raise ValueError("times must be finite and positive")
+    rng = np.random.default_rng(seed)
+    ratios = _bootstrap_medians(b, n_boot, rng) / _bootstrap_medians(a, n_boot, rng)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [alpha, 1 - alpha])
+    return Estimate(float(np.median(b) / np.median(a)), float(low), float(high), "bootstrap", len(a), len(b))
+
+
+def _median_se(stats: Mapping[str, Any]) -> float:
+    """Standard error of a sample median from summary statistics: 1.2533 * sigma / sqrt(n).
+
+    sigma is estimated robustly from the interquartile range (IQR / 1.349 for a normal distribution),
+    falling back to the standard deviation when the IQR is zero or missing.
+    """
+    n = int(stats["rounds"])
+    sigma = (stats.get("iqr") or 0) / 1.349 or (stats.get("stddev") or 0)
+    return 1.2533 * sigma / math.sqrt(n)
+
+
+def summary_ratio(base: Mapping[str, Any], new: Mapping[str, Any], confidence: float = CONFIDENCE) -> Estimate:
+    """median(new) / median(base) from summary statistics only (`median`, `iqr`, `stddev`, `rounds`).
+
+    The interval is a normal approximation on the log ratio (delta method) with each median's
+    standard error from `_median_se`. It is used for pytest-benchmark files saved without raw data.
+    """
+    z = _normal_quantile(1 - (1 - confidence) / 2)
+    ma, mb = float(base["median"]), float(new["median"])
+    if not (ma > 0 and mb > 0):
+        raise ValueError("medians must be positive")
+    se_log = math.hypot(_median_se(base) / ma, _median_se(new) / mb)
+    ratio = mb / ma
+    return Estimate(ratio, ratio * math.exp(-z * se_log), ratio * math.exp(z * se_log), "normal-approx",
+                    int(base["rounds"]), int(new["rounds"]))
+
+
+def _normal_quantile(p: float) -> float:
+    """Inverse standard normal CDF by bisection on math.erf (exact enough for a confidence level)."""
+    lo, hi = -10.0, 10.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def classify(estimate: Estimate, threshold: float = DEFAULT_THRESHOLD) -> str:
+    """The verdict for an estimate under `threshold` (a fraction, 0.05 = 5 %); see the module docstring."""
+    up, half = 1 + threshold, 1 + threshold / 2
+    if estimate.ratio >= up and estimate.low > half:
+        return "slower"
+    if estimate.ratio <= 1 / up and estimate.high < 1 / half:
+        return "faster"
+    if estimate.low >= 1 / up and estimate.high <= up:
+        return "unchanged"
+    return "inconclusive"
+
+
+def judge(base: Sequence[float] | None, new: Sequence[float] | None, threshold: float = DEFAULT_THRESHOLD,
+          base_stats: Mapping[str, Any] | None = None, new_stats: Mapping[str, Any] | None = None) -> Verdict:
+    """The verdict on raw per-iteration times, or on summary statistics when either side has no raw samples.
+
+    Fewer than MIN_SAMPLES samples (or rounds) on either side is `inconclusive`, with the reason.
+    """
+    if base is not None and new is not None and len(base) and len(new):
+        if min(len(base), len(new)) < MIN_SAMPLES:
+            return Verdict("inconclusive", None, threshold,
+                           f"too few samples (base {len(base)}, new {len(new)}; need {MIN_SAMPLES} each)")
+        est = bootstrap_ratio(base, new)
+    elif base_stats and new_stats and base_stats.get("median") and new_stats.get("median"):
+        if min(int(base_stats.get("rounds", 0)), int(new_stats.get("rounds", 0))) < MIN_SAMPLES:
+            return Verdict("inconclusive", None, threshold,
+                           f"too few rounds (base {base_stats.get('rounds')}, new {new_stats.get('rounds')}; "
+                           f"need {MIN_SAMPLES} each)")
+        est = summary_ratio(base_stats, new_stats)
+    else:
+        return Verdict("inconclusive", None, threshold, "no per-iteration samples recorded")
+    return Verdict(classify(est, threshold), est, threshold)
+
+
+def rule_text(threshold: float | None = None) -> str:
+    """The rule in one sentence, for reports and pull-request comments."""
+    t = "t" if threshold is None else f"t = {threshold * 100:g} %"
+    return (f"ratio r = median(new)/median(base) of per-iteration times, {CONFIDENCE:.0%} bootstrap CI "
+            f"({N_BOOT} resamples, fixed seed); threshold {t}: slower if r ≥ 1+t and CI low > 1+t/2; "
+            f"faster if r ≤ 1/(1+t) and CI high < 1/(1+t/2); unchanged if the CI lies within "
+            f"[1/(1+t), 1+t]; otherwise inconclusive")

@@ -1,0 +1,110 @@
+"""Real CPU runs for the compare and report tests: measured once per session, shared by both files.
+
+Several runs of one tiny suite (resnet18, 32 px, batch 1 and 2, eager fp32 inference) and one
+deliberately slower run, timed by the real harness (`models.build`, `backends`, `measure.run`) and
+written as ordinary run files with the real environment header.
+
+The machine these tests run on is usually shared: on it the speed of one core changes by tens of
+percent from one second to the next as other processes come and go (see docs/tracking.md). Two runs
+made one after the other would then differ for real, and a correct rule says so. To test the rule
+rather than the neighbours, the runs are measured in alternation: each case's model is built once,
+and short timed windows go to run A, run B, run C, ..., A, B, C, ... until each run has its samples,
+so all runs see the same mixture of machine states. Each window is a complete `measure.run` (its own
+warm-up and synchronisation); a run's record holds the samples of its windows.
+
+The slow run measures every case at three times the image size (nine times the FLOPs, about twice
+the time at these tiny sizes, where per-layer overhead dominates) and records it under
+the original case key: the same case, made slower for real. torch uses one thread here because two
+threads contending with other processes are an order of magnitude noisier.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from pathlib import Path
+from typing import Any
+
+SUITE = dict(name="aa-tiny", models=("resnet18",), batch_sizes=(1, 2), precisions=("fp32",), backends=("eager",),
+             modes=("inference",), image_size=32)
+WINDOW = dict(warmup_iters=1, warmup_s=0.0, min_iters=6, min_s=0.08, max_s=10.0, timeout_s=120.0)
+ROUNDS = 6
+_cache: dict[str, dict[str, Path]] = {}
+
+
+def _windows(case: Any, device: Any, names: list[str], rounds: int) -> dict[str, dict[str, Any]]:
+    """Build the case once, then time `rounds` windows for each name in alternation."""
+    import torch
+
+    from rbench import backends, measure, models, spec
+
+    policy = spec.Policy(**WINDOW)
+    workload = models.build(case, device.torch_device, 0)
+    module = backends.get(case).prepare(workload.model, case, device)
+    step = backends.make_step(module, workload, case, device)
+    measure.run(step, device, spec.Policy(warmup_iters=5, warmup_s=0.2, min_iters=1, min_s=0.0))
+    out = {n: {"samples_ms": [], "window_s": 0.0, "flops_per_image": workload.flops_per_image,
+               "params": workload.params} for n in names}
+    for _ in range(rounds):
+        for n in names:
+            timing = measure.run(step, device, policy)
+            out[n]["samples_ms"] += timing.samples_ms
+            out[n]["window_s"] += timing.window_s
+    del module, workload, step
+    torch._dynamo.reset()
+    return out
+
+
+def _record(case: Any, m: dict[str, Any]) -> dict[str, Any]:
+    from rbench import measure, results
+
+    images = len(m["samples_ms"]) * case.batch_size
+    ips = images / m["window_s"]
+    return results.new_record(
+        case, "ok", "", flops_per_image=m["flops_per_image"], params=m["params"], throughput_ips=ips,
+        latency_ms=measure.summarize(m["samples_ms"]), samples_ms=m["samples_ms"], iters=len(m["samples_ms"]),
+        window_s=m["window_s"], tflops=ips * m["flops_per_image"] / 1e12,
+        power={"unavailable": True, "reason": "no power telemetry source for cpu devices"})
+
+
+def measure_runs(out_dir: Path, names: tuple[str, ...] = ("a", "a2"), slow: str | None = "slow",
+                 rounds: int = ROUNDS) -> dict[str, Path]:
+    """Write one run file per name, plus the slowed run, measured in alternation; return their paths."""
+    import torch
+
+    from rbench import devices, results, spec
+
+    key = f"{out_dir}|{names}|{slow}|{rounds}"
+    if key in _cache:
+        return _cache[key]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        suite = spec.Suite(**SUITE, policy=spec.Policy(**WINDOW), threshold=None)
+        device = devices.detect("cpu")
+        env = devices.environment(device)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        all_names = list(names) + ([slow] if slow else [])
+        writers = {n: results.RunWriter.create(out_dir / f"{n}.jsonl", suite.to_dict(), env, device_kind="cpu",
+                                               note="measured in alternating windows by tests/realruns.py")
+                   for n in all_names}
+        for case in suite.cases("cpu"):
+            measured = _windows(case, device, list(names), rounds)
+            if slow:
+                bigger = dataclasses.replace(case, image_size=case.image_size * 3)
+                measured[slow] = _windows(bigger, device, [slow], 2)[slow]  # 4x slower needs no fine interleaving
+            for n in all_names:
+                writers[n].append(_record(case, measured[n]))
+        for w in writers.values():
+            w.mark("end", status="complete")
+    finally:
+        torch.set_num_threads(threads)
+    _cache[key] = {n: w.path for n, w in writers.items()}
+    return _cache[key]
+
+
+def median_ms(path: Path, batch_size: int) -> float:
+    from rbench import results
+
+    (r,) = [r for r in results.read_run(path).latest_records() if r["batch_size"] == batch_size]
+    return statistics.median(r["samples_ms"])
