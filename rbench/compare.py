@@ -52,6 +52,7 @@ class Item:
     samples_ms: list[float] | None = None
     summary: dict[str, Any] | None = None  # pytest-benchmark stats in ms (median, iqr, stddev, rounds)
     throughput_ips: float | None = None
+    flags: tuple[str, ...] = ()  # measurement flags that were set (throttled, other_processes, ...)
 
     @property
     def median_ms(self) -> float | None:
@@ -160,7 +161,8 @@ def from_run(run: results.Run) -> Source:
         samples = [float(x) for x in r.get("samples_ms") or [] if isinstance(x, (int, float))]
         src.items[results.case_key(r)] = Item(
             key=results.case_key(r), label=case_label(r), status=r.get("status", "?"), reason=r.get("reason") or "",
-            samples_ms=samples or None, throughput_ips=r.get("throughput_ips"))
+            samples_ms=samples or None, throughput_ips=r.get("throughput_ips"),
+            flags=tuple(sorted(k for k, v in (r.get("flags") or {}).items() if v is True)))
     return src
 
 
@@ -275,7 +277,7 @@ class Row:
         for side, item in (("base", self.base), ("new", self.new)):
             d[side] = None if item is None else {
                 "status": item.status, "reason": item.reason, "median_ms": item.median_ms, "n": item.n,
-                "throughput_ips": item.throughput_ips}
+                "throughput_ips": item.throughput_ips, "flags": list(item.flags)}
         e = self.estimate
         d["ratio"] = e.ratio if e else None
         d["ci_low"] = e.low if e else None
@@ -442,7 +444,10 @@ def _judge(key: tuple, base: Item, new: Item, threshold: float) -> Row:
             return row("not_timed", f"{new.status} in both")
         return row("status_changed", f"{base.status} → {new.status}" + (f": {new.reason}" if new.reason else ""))
     v = stats.judge(base.samples_ms, new.samples_ms, threshold, base.summary, new.summary)
-    return row(v.verdict, v.reason, v.estimate)
+    # Flags do not change the verdict (a throttled GPU's time is still its time) but a reader must
+    # know that a "slower" may be another process or a hot GPU rather than the code.
+    flagged = [f"{side} ⚠ {', '.join(item.flags)}" for side, item in (("base", base), ("new", new)) if item.flags]
+    return row(v.verdict, "; ".join([v.reason] * bool(v.reason) + flagged), v.estimate)
 
 
 def compare_paths(base: Sequence[str | Path], new: Sequence[str | Path], threshold: float | None = None,

@@ -186,6 +186,8 @@ def _by_batch_figure(runs: list[RunInfo], metric: Metric, ylabel: str,
                 _batch_axis(ax, [r["batch_size"] for _, r in panel])
                 if log_y:
                     ax.set_yscale("log")
+                else:
+                    ax.set_ylim(bottom=0)
                 ax.set_ylabel(ylabel)
             ax.set_title(f"{model} · {mode}", fontsize=10)
             if not panel:

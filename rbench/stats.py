@@ -4,7 +4,9 @@ The effect is the ratio of medians, new / base, of the per-iteration times (lowe
 ratio above 1 means slower). Its uncertainty is a percentile bootstrap confidence interval: both
 sample sets are resampled with replacement, independently, `n_boot` times and the ratio of the
 resampled medians is taken each time; the central `confidence` share of those ratios is the interval.
-The generator is seeded with a fixed seed, so the same inputs always give the same verdict.
+The generator is seeded with a fixed seed, so the same inputs always give the same verdict. A side
+with more than MAX_SAMPLES samples is thinned to every k-th sample first; fewer than MIN_SAMPLES on
+either side is `inconclusive`.
 
 With `t` the threshold (the smallest change worth reporting, 5 % by default) the verdict is
 
@@ -35,6 +37,9 @@ CONFIDENCE = 0.95
 N_BOOT = 2000
 SEED = 20240607
 MIN_SAMPLES = 5
+# Above this many samples a side is thinned to every k-th sample (in time order) before resampling:
+# the interval is already narrow there, and the bootstrap's cost grows with the sample count.
+MAX_SAMPLES = 4000
 VERDICTS = ("faster", "slower", "unchanged", "inconclusive")
 # Rows of resampled indices held in memory at once: n_boot x n could be 2000 x 100k.
 _CHUNK_ELEMENTS = 2_000_000
@@ -75,6 +80,10 @@ def _bootstrap_medians(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> 
     return out
 
 
+def _thin(x: np.ndarray) -> np.ndarray:
+    return x[::math.ceil(len(x) / MAX_SAMPLES)] if len(x) > MAX_SAMPLES else x
+
+
 def bootstrap_ratio(base: Sequence[float], new: Sequence[float], confidence: float = CONFIDENCE,
                     n_boot: int = N_BOOT, seed: int = SEED) -> Estimate:
     """median(new) / median(base) with a percentile bootstrap CI (independent resampling of each side)."""
@@ -85,7 +94,7 @@ def bootstrap_ratio(base: Sequence[float], new: Sequence[float], confidence: flo
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b)) and a.min() > 0 and b.min() > 0):
         raise ValueError("times must be finite and positive")
     rng = np.random.default_rng(seed)
-    ratios = _bootstrap_medians(b, n_boot, rng) / _bootstrap_medians(a, n_boot, rng)
+    ratios = _bootstrap_medians(_thin(b), n_boot, rng) / _bootstrap_medians(_thin(a), n_boot, rng)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(ratios, [alpha, 1 - alpha])
     return Estimate(float(np.median(b) / np.median(a)), float(low), float(high), "bootstrap", len(a), len(b))

@@ -9,7 +9,8 @@ percent from one second to the next as other processes come and go (see docs/tra
 made one after the other would then differ for real, and a correct rule says so. To test the rule
 rather than the neighbours, the runs are measured in alternation: each case's model is built once,
 and short timed windows go to run A, run B, run C, ..., A, B, C, ... until each run has its samples,
-so all runs see the same mixture of machine states. Each window is a complete `measure.run` (its own
+so all runs see the same mixture of machine states (the order alternates, A B then B A, so that a
+trend favours neither). Each window is a complete `measure.run` (its own
 warm-up and synchronisation); a run's record holds the samples of its windows.
 
 The slow run measures every case at three times the image size (nine times the FLOPs, about twice
@@ -27,8 +28,8 @@ from typing import Any
 
 SUITE = dict(name="aa-tiny", models=("resnet18",), batch_sizes=(1, 2), precisions=("fp32",), backends=("eager",),
              modes=("inference",), image_size=32)
-WINDOW = dict(warmup_iters=1, warmup_s=0.0, min_iters=6, min_s=0.08, max_s=10.0, timeout_s=120.0)
-ROUNDS = 6
+WINDOW = dict(warmup_iters=1, warmup_s=0.0, min_iters=3, min_s=0.04, max_s=10.0, timeout_s=120.0)
+ROUNDS = 12
 _cache: dict[str, dict[str, Path]] = {}
 
 
@@ -45,8 +46,8 @@ def _windows(case: Any, device: Any, names: list[str], rounds: int) -> dict[str,
     measure.run(step, device, spec.Policy(warmup_iters=5, warmup_s=0.2, min_iters=1, min_s=0.0))
     out = {n: {"samples_ms": [], "window_s": 0.0, "flops_per_image": workload.flops_per_image,
                "params": workload.params} for n in names}
-    for _ in range(rounds):
-        for n in names:
+    for r in range(rounds):
+        for n in (names if r % 2 == 0 else names[::-1]):  # A B, B A, ...: a trend favours neither
             timing = measure.run(step, device, policy)
             out[n]["samples_ms"] += timing.samples_ms
             out[n]["window_s"] += timing.window_s
@@ -92,7 +93,7 @@ def measure_runs(out_dir: Path, names: tuple[str, ...] = ("a", "a2"), slow: str 
             measured = _windows(case, device, list(names), rounds)
             if slow:
                 bigger = dataclasses.replace(case, image_size=case.image_size * 3)
-                measured[slow] = _windows(bigger, device, [slow], 2)[slow]  # 4x slower needs no fine interleaving
+                measured[slow] = _windows(bigger, device, [slow], 4)[slow]  # 2x slower needs no fine interleaving
             for n in all_names:
                 writers[n].append(_record(case, measured[n]))
         for w in writers.values():

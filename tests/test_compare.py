@@ -88,14 +88,16 @@ def real_samples(real: dict[str, Path], batch: int = 1) -> np.ndarray:
 @pytest.mark.parametrize("factor, verdict, low, high", [
     (1.00, "slower", 0.0, 0.04),    # A/A: hardly ever a false alarm
     (1.02, "slower", 0.0, 0.10),    # a real shift below the 5 % threshold: rarely called slower
-    (1.25, "slower", 0.90, 1.0),    # well above the threshold: caught
-    (0.80, "faster", 0.90, 1.0),
+    (3.00, "slower", 0.90, 1.0),    # far above the threshold: caught
+    (1 / 3, "faster", 0.90, 1.0),
 ])
 def test_known_shift_of_real_samples(real, factor, verdict, low, high):
     """Both sides resampled from one real run, the new side multiplied by a known factor.
 
-    Real CPU samples on a shared machine are often bimodal (a core shared or not); the median of a
-    resample then hops between the modes, which is why the bounds are rates, not certainties.
+    Real CPU samples on a shared machine are often multimodal (the core shared with another process
+    or not: modes up to 2x apart were seen); the median of a resample then hops between the modes, so
+    moderate shifts of such data are rightly `inconclusive`, and the bounds here are rates. How
+    sensitive the rule is on well-behaved samples is tested on synthetic distributions below.
     """
     x = real_samples(real)
     rng = np.random.default_rng(7)
@@ -208,6 +210,17 @@ def test_incomplete_new_run_is_noted(tmp_path):
     new = write_run(tmp_path / "n.jsonl", [ok(case(1), lognormal(rng, 2))], complete=False)
     cmp = compare.compare_paths([base], [new])
     assert any("incomplete" in n for n in cmp.notes) and [r.verdict for r in cmp.rows] == ["missing", "unchanged"]
+
+
+def test_measurement_flags_are_shown_without_changing_the_verdict(tmp_path):
+    rng = np.random.default_rng(0)
+    base = write_run(tmp_path / "b.jsonl", [ok(case(1), lognormal(rng, 2.0))])
+    slow = ok(case(1), lognormal(rng, 3.0))
+    slow.update(flags={"throttled": True, "other_processes": True, "clocks_below_max": None})
+    new = write_run(tmp_path / "n.jsonl", [slow])
+    (row,) = compare.compare_paths([base], [new]).rows
+    assert row.verdict == "slower" and row.reason == "new ⚠ other_processes, throttled"
+    assert "new ⚠ other_processes, throttled" in compare.to_markdown(compare.compare_paths([base], [new]))
 
 
 # ------------------------------------------------------------------------------------ machine matching
@@ -399,6 +412,7 @@ def test_baseline_update_refuses_incomplete_runs(tmp_path, capsys):
 def test_baseline_of_pytest_benchmark_file(bench_files, tmp_path):
     dest, _ = baseline.update(bench_files["base"], tmp_path / "kernels")
     assert json.loads(dest.read_text())["rbench_baseline"]["sha256"]
+    assert baseline.find(bench_files["slow"], tmp_path)[0].directory == tmp_path / "kernels"
     assert compare.compare_paths([tmp_path / "kernels"], [bench_files["slow"]]).rows[0].verdict == "slower"
 
 
