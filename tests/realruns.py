@@ -8,9 +8,12 @@ The machine these tests run on is usually shared: on it the speed of one core ch
 percent from one second to the next as other processes come and go (see docs/tracking.md). Two runs
 made one after the other would then differ for real, and a correct rule says so. To test the rule
 rather than the neighbours, the runs are measured in alternation: each case's model is built once,
-and short timed windows go to run A, run B, run C, ..., A, B, C, ... until each run has its samples,
-so all runs see the same mixture of machine states (the order alternates, A B then B A, so that a
-trend favours neither). Each window is a complete `measure.run` (its own
+and timed windows of one iteration go to run A, run B, ..., then B, A, ... (so that a trend favours
+neither) until each run has its 40 samples. Machine states seen here switch within a second between
+"this core to itself" and "shared with another process" (per-iteration times 7 ms and 15 ms); with
+windows of several iterations, one run could catch more slow windows than the other by chance, which
+is a real difference between the runs and was called `slower`. One-iteration windows give both runs
+the same mixture. Each window is a complete `measure.run` (its own
 warm-up and synchronisation); a run's record holds the samples of its windows.
 
 The slow run measures every case at three times the image size (nine times the FLOPs, about twice
@@ -28,18 +31,18 @@ from typing import Any
 
 SUITE = dict(name="aa-tiny", models=("resnet18",), batch_sizes=(1, 2), precisions=("fp32",), backends=("eager",),
              modes=("inference",), image_size=32)
-WINDOW = dict(warmup_iters=1, warmup_s=0.0, min_iters=3, min_s=0.04, max_s=10.0, timeout_s=120.0)
-ROUNDS = 12
+WINDOW = dict(warmup_iters=1, warmup_s=0.0, min_iters=1, min_s=0.0, max_s=10.0, timeout_s=120.0)
+ROUNDS = 40
 _cache: dict[str, dict[str, Path]] = {}
 
 
-def _windows(case: Any, device: Any, names: list[str], rounds: int) -> dict[str, dict[str, Any]]:
-    """Build the case once, then time `rounds` windows for each name in alternation."""
+def _windows(case: Any, device: Any, names: list[str], rounds: int, per_window: int = 1) -> dict[str, dict[str, Any]]:
+    """Build the case once, then time `rounds` windows of `per_window` iterations for each name in alternation."""
     import torch
 
     from rbench import backends, measure, models, spec
 
-    policy = spec.Policy(**WINDOW)
+    policy = spec.Policy(**{**WINDOW, "min_iters": per_window})
     workload = models.build(case, device.torch_device, 0)
     module = backends.get(case).prepare(workload.model, case, device)
     step = backends.make_step(module, workload, case, device)
@@ -93,7 +96,8 @@ def measure_runs(out_dir: Path, names: tuple[str, ...] = ("a", "a2"), slow: str 
             measured = _windows(case, device, list(names), rounds)
             if slow:
                 bigger = dataclasses.replace(case, image_size=case.image_size * 3)
-                measured[slow] = _windows(bigger, device, [slow], 4)[slow]  # 2x slower needs no fine interleaving
+                # Twice as slow needs no fine alternation: 8 windows of 5 iterations.
+                measured[slow] = _windows(bigger, device, [slow], ROUNDS // 5, per_window=5)[slow]
             for n in all_names:
                 writers[n].append(_record(case, measured[n]))
         for w in writers.values():
