@@ -1,0 +1,24 @@
+"""Fused Triton kernels for ResNet inference: conv + folded BatchNorm + residual + ReLU in one pass.
+
+The contract (DESIGN.md §3); `rbench_kernels.reference` has the same four functions in plain PyTorch:
+
+    conv_bn_act(x, weight, scale, shift, *, stride=1, padding=0, dilation=1, groups=1,
+                residual=None, relu=True, allow_tf32=False) -> Tensor
+    conv1x1_bn_act(x, weight, scale, shift, *, stride=1, residual=None, relu=True,
+                   allow_tf32=False) -> Tensor
+    add_act(x, residual, *, relu=True) -> Tensor
+    fold_bn(bn, conv_bias=None) -> tuple[Tensor, Tensor]
+
+Under TRITON_INTERPRET=1 (set before this import) the kernels run on the CPU.  This package imports
+only torch and triton, never rbench.
+"""
+
+from __future__ import annotations
+
+from . import reference
+from .add import add_act
+from .bn import fold_bn
+from .conv import conv_bn_act
+from .conv1x1 import conv1x1_bn_act
+
+__all__ = ["conv_bn_act", "conv1x1_bn_act", "add_act", "fold_bn", "reference"]

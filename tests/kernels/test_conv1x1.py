@@ -1,0 +1,47 @@
+"""conv1x1_bn_act (the bottleneck GEMM) against rbench_kernels.reference on every 1x1 shape in the list."""
+
+import pytest
+import torch
+
+import rbench_kernels as rk
+from kernel_cases import (
+    DEVICE, DTYPES, SHAPES, TORCH_DTYPE, assert_close, conv_inputs, epilogue_for, needs_device, poisoned,
+)
+from rbench_kernels import reference
+from rbench_kernels.conv1x1 import conv1x1_bn_act_out
+
+pytestmark = [needs_device, pytest.mark.interpreter]
+
+INDICES = [i for i, s in enumerate(SHAPES) if s.is_1x1]
+
+
+@pytest.mark.parametrize("dtype, rtol", DTYPES)
+@pytest.mark.parametrize("index", INDICES, ids=[SHAPES[i].name for i in INDICES])
+def test_conv1x1_bn_act(index: int, dtype: str, rtol: float) -> None:
+    shape = SHAPES[index]
+    # a different epilogue than test_conv picks for the same case
+    residual, relu, channels_last = epilogue_for(index + 1, dtype)
+    inp = conv_inputs(shape, dtype, residual, channels_last, seed=100 + index)
+    if index % 2:  # both weight forms the contract allows
+        inp["weight"] = inp["weight"].reshape(shape.k, shape.c)
+    p, q = shape.out_hw()
+    out = poisoned((shape.n, shape.k, p, q), TORCH_DTYPE[dtype])
+    y = conv1x1_bn_act_out(**inp, stride=shape.stride, relu=relu, allow_tf32=dtype == "tf32", out=out)
+    assert y is out
+    ref = reference.conv1x1_bn_act(
+        inp["x"].double(), inp["weight"].double(), inp["scale"], inp["shift"], stride=shape.stride,
+        residual=None if inp["residual"] is None else inp["residual"].double(), relu=relu,
+    )
+    assert_close(y, ref, rtol, f"{shape} {dtype} residual={residual} relu={relu} channels_last_in={channels_last}")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv1x1_equals_conv_bn_act(stride: int) -> None:
+    """The GEMM and the general implicit-GEMM kernel agree on a 1x1 layer (public functions)."""
+    shape = next(s for s in SHAPES if s.name == "odd_size_stride2_1x1")
+    inp = conv_inputs(shape, "fp32", residual=False, channels_last=False, seed=5)
+    a = rk.conv1x1_bn_act(**inp, stride=stride)
+    b = rk.conv_bn_act(**inp, stride=stride)
+    assert a.is_contiguous(memory_format=torch.channels_last) and a.dtype == torch.float32
+    assert_close(a, b, 1e-5, f"conv1x1 vs conv, stride {stride}")
+    assert a.device.type == DEVICE
