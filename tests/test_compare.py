@@ -86,8 +86,8 @@ def real_samples(real: dict[str, Path], batch: int = 1) -> np.ndarray:
 
 
 @pytest.mark.parametrize("factor, verdict, low, high", [
-    (1.00, "slower", 0.0, 0.04),    # A/A: hardly ever a false alarm
-    (1.02, "slower", 0.0, 0.10),    # a real shift below the 5 % threshold: rarely called slower
+    (1.00, "slower", 0.0, 0.05),    # A/A: hardly ever a false alarm
+    (1.02, "slower", 0.0, 0.12),    # a real shift below the 5 % threshold: rarely called slower
     (3.00, "slower", 0.90, 1.0),    # far above the threshold: caught
     (1 / 3, "faster", 0.90, 1.0),
 ])
@@ -101,9 +101,12 @@ def test_known_shift_of_real_samples(real, factor, verdict, low, high):
     """
     x = real_samples(real)
     rng = np.random.default_rng(7)
-    verdicts = [stats.judge(rng.choice(x, len(x)), rng.choice(x, len(x)) * factor).verdict for _ in range(50)]
-    assert low <= verdicts.count(verdict) / 50 <= high, (factor, verdicts)
-    assert "faster" not in verdicts if factor > 1 else "slower" not in verdicts
+    verdicts = [stats.judge(rng.choice(x, len(x)), rng.choice(x, len(x)) * factor).verdict for _ in range(100)]
+    assert low <= verdicts.count(verdict) / 100 <= high, (factor, verdicts)
+    if factor >= 1.2 or factor <= 1 / 1.2:
+        assert ("faster" if factor > 1 else "slower") not in verdicts  # never the wrong way round
+    else:
+        assert verdicts.count("faster") <= 5
 
 
 def test_false_alarm_rate_on_resampled_real_samples(real):
