@@ -175,7 +175,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
                           header_style="bold", title=f"baselines under {args.root}")
             for e in baseline.entries(args.root):
                 s = e.source
-                table.add_row(str(e.directory), s.path.name, s.suite or s.kind, s.machine, s.started, e.promoted)
+                where = e.directory.relative_to(args.root) if e.directory.is_relative_to(args.root) else e.directory
+                table.add_row(str(where), s.path.name, s.suite or s.kind, s.machine, s.started, e.promoted)
             console.print(table)
     except baseline.BaselineError as e:
         raise UsageError(f"rbench baseline {args.action}: {e}") from None
