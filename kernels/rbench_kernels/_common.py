@@ -78,7 +78,7 @@ def check_same_dtype(x: torch.Tensor, other: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} has dtype {other.dtype} but x has dtype {x.dtype}; they must match")
 
 
-def check_affine(t: object, name: str, k: int, device: torch.device) -> torch.Tensor:
+def check_affine(t: object, name: str, k: int) -> torch.Tensor:
     """A folded BatchNorm vector: fp32, shape (k,)."""
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")

@@ -168,10 +168,12 @@ def _specialize(fn: Any, values: dict[str, Any]) -> tuple[dict, dict, dict]:
 
 
 def _as_jit(kernel: Any) -> Any:
-    """The compilable JITFunction even when TRITON_INTERPRET=1 made the kernel an InterpretedFunction."""
+    """The kernel's JITFunction; an interpreting process (TRITON_INTERPRET=1) has none to compile."""
     from triton.runtime.jit import JITFunction
 
-    return kernel if isinstance(kernel, JITFunction) else JITFunction(kernel.fn)
+    if not isinstance(kernel, JITFunction):
+        raise RuntimeError("TRITON_INTERPRET=1 in this process: compile in one without it (run_check does)")
+    return kernel
 
 
 def _tool(name: str) -> str:
@@ -262,11 +264,15 @@ def run_check(
     """Compile every job (in `jobs` worker processes) and return the results in job order."""
     todo = _jobs(list(targets or TARGETS), list(kernels or KERNELS))
     workers = max(1, jobs or os.cpu_count() or 1)
-    if workers == 1:
-        return [compile_one(j) for j in todo]
-    # spawn: fresh interpreters, no forked torch/LLVM state
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(compile_one, todo, chunksize=1))
+    # Fresh (spawned) worker processes without TRITON_INTERPRET: an interpreting process patches
+    # triton.language and cannot compile for a GPU, and the test suite interprets.
+    saved = os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(compile_one, todo, chunksize=1))
+    finally:
+        if saved is not None:
+            os.environ["TRITON_INTERPRET"] = saved
 
 
 def _fmt(v: Any) -> str:

@@ -275,8 +275,8 @@ def conv_bn_act_out(
             f"output would be empty: x {tuple(x.shape)}, weight {tuple(weight.shape)}, "
             f"{stride=}, {padding=}, {dilation=} give P={P}, Q={Q}"
         )
-    scale = check_affine(scale, "scale", K, x.device)
-    shift = check_affine(shift, "shift", K, x.device)
+    scale = check_affine(scale, "scale", K)
+    shift = check_affine(shift, "shift", K)
     if residual is not None:
         check_tensor(residual, "residual", 4)
         check_same_dtype(x, residual, "residual")

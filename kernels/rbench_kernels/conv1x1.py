@@ -162,8 +162,8 @@ def conv1x1_bn_act_out(
     # a 1x1 kernel with padding 0 samples pixels 0, stride, 2·stride, ...
     P = (H - 1) // stride + 1
     Q = (W - 1) // stride + 1
-    scale = check_affine(scale, "scale", K, x.device)
-    shift = check_affine(shift, "shift", K, x.device)
+    scale = check_affine(scale, "scale", K)
+    shift = check_affine(shift, "shift", K)
     if residual is not None:
         check_tensor(residual, "residual", 4)
         check_same_dtype(x, residual, "residual")

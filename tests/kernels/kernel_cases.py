@@ -18,16 +18,19 @@ needs_device = pytest.mark.skipif(
 )
 
 # Relative-norm tolerances per precision.  fp16/bf16 are dominated by the final rounding of the
-# output (2^-11 and 2^-8 relative); tf32 by rounding the inputs to 10 mantissa bits before an
-# fp32-accumulated dot.  Under the interpreter input_precision="tf32" is computed in IEEE fp32,
-# so there tf32 checks the code path and on a GPU the precision too.  bf16 under the interpreter:
-# Triton's interpreter computes bf16 tl.dot on raw bits (issue 11584), so the kernels upcast bf16
-# tiles to fp32 before tl.dot when interpreting (UPCAST) -- loads, stores and the epilogue stay
-# bf16 -- and its fp32->bf16 store conversion truncates instead of rounding, which doubles the
-# error; native bf16 tl.dot runs in the same tests on a GPU (DEVICE == "cuda").
+# output (2^-11 and 2^-8 relative).  tf32: Triton feeds fp32 operands to the TF32 tensor-core MMA
+# without rounding them (no cvt.rna.tf32 in the PTX), and the hardware drops their low 13 mantissa
+# bits: every product is biased towards zero by ~2^-10 on average, so ~1e-3 relative is expected
+# and 2e-3 is the bound (under the interpreter input_precision="tf32" is computed in IEEE fp32, so
+# there the tf32 cases check the code path, and on a GPU the precision too).
+# bf16 under the interpreter: Triton's interpreter computes bf16 tl.dot on raw bits (issue 11584),
+# so the kernels upcast bf16 tiles to fp32 before tl.dot when interpreting (UPCAST); loads, stores
+# and the epilogue stay bf16, and the interpreter's fp32->bf16 conversion truncates instead of
+# rounding, which doubles the error (still ~3e-3).  Native bf16 tl.dot is covered by the same tests
+# on a GPU (DEVICE == "cuda") and by test_gpu.py.
 DTYPES = [
     pytest.param("fp32", 1e-5, id="fp32"),
-    pytest.param("tf32", 5e-4 if not ON_GPU else 2e-3, id="tf32"),
+    pytest.param("tf32", 2e-3, id="tf32"),
     pytest.param("fp16", 2e-3, id="fp16"),
     pytest.param("bf16", 1e-2, id="bf16"),
 ]
