@@ -219,6 +219,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kernels_check(args: argparse.Namespace) -> int:
+    from rbench_kernels import check
+
+    return check.main(args.extra)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rbench", description="Honest, quick ResNet benchmarks.")
     parser.add_argument("--version", action="version", version=f"rbench {__version__}")
@@ -240,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="models, backends, precisions, and what this machine supports")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("kernels", help="the Triton kernels: `rbench kernels check` cross-compiles them for GPUs")
+    ksub = p.add_subparsers(dest="kernels_command", required=True)
+    k = ksub.add_parser("check", add_help=False,
+                        help="compile every kernel and config for sm_80, sm_90 and gfx942 on this machine and report "
+                             "registers, spills, shared memory and tensor-core use (options: rbench kernels check --help)")
+    k.set_defaults(func=cmd_kernels_check, passthrough=True)  # its options are rbench_kernels.check's own
 
     p = sub.add_parser("env", help="print this machine's environment record (hardware, driver, software)")
     p.add_argument("--device", default="auto")
@@ -296,7 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     from rbench.spec import SpecError
 
     try:
