@@ -114,24 +114,19 @@ class Timer:
     def __init__(self, device: str, min_replays: int, min_calls: int, graphs: bool):
         self.device, self.min_replays, self.min_calls, self.graphs = device, min_replays, min_calls, graphs
 
-    def __call__(self, fn: Callable[[int], object], n_sets: int) -> dict:
+    def capture(self, fn: Callable[[int], object], n_sets: int) -> tuple[Callable[[], None], int, str]:
+        """Warm `fn` up, then capture `calls` calls cycling through the input sets in a CUDA graph.
+
+        Returns (replay, calls, mode); replay() re-runs them (eagerly when capture is off or fails).
+        """
         import torch
 
         # warm-up: autotuning, cuDNN algorithm search, allocator growth -- never timed
         for i in range(max(3, n_sets)):
             fn(i % n_sets)
-        if self.device != "cuda":
-            samples = []
-            for i in range(self.min_replays):
-                t0 = time.perf_counter()
-                fn(i % n_sets)
-                samples.append((time.perf_counter() - t0) * 1e3)
-            return {"ms": statistics.median(samples), "samples": len(samples), "mode": "host clock (smoke)"}
         torch.cuda.synchronize()
         calls = max(n_sets, self.min_calls)
         calls = n_sets * math.ceil(calls / n_sets)  # every set equally often
-        mode = "cuda graph"
-        replay: Callable[[], None]
         if self.graphs:
             try:
                 graph = torch.cuda.CUDAGraph()
@@ -143,15 +138,31 @@ class Timer:
                 with torch.cuda.graph(graph):
                     for i in range(calls):
                         fn(i % n_sets)
-                replay = graph.replay
+                return graph.replay, calls, "cuda graph"
             except Exception as e:  # some call cannot be captured: time it eagerly
                 mode = f"eager (graph capture failed: {type(e).__name__})"
         else:
             mode = "eager"
-        if mode != "cuda graph":
-            def replay() -> None:
-                for i in range(calls):
-                    fn(i % n_sets)
+
+        def replay() -> None:
+            for i in range(calls):
+                fn(i % n_sets)
+
+        return replay, calls, mode
+
+    def __call__(self, fn: Callable[[int], object], n_sets: int) -> dict:
+        import torch
+
+        if self.device != "cuda":
+            for i in range(max(3, n_sets)):
+                fn(i % n_sets)
+            samples = []
+            for i in range(self.min_replays):
+                t0 = time.perf_counter()
+                fn(i % n_sets)
+                samples.append((time.perf_counter() - t0) * 1e3)
+            return {"ms": statistics.median(samples), "samples": len(samples), "mode": "host clock (smoke)"}
+        replay, calls, mode = self.capture(fn, n_sets)
         replay()
         torch.cuda.synchronize()
         # size the number of replays so that the timed window is >= ~50 ms
@@ -179,7 +190,8 @@ def _sets_needed(bytes_per_set: int) -> int:
     return min(MAX_SETS, max(2, math.ceil(L2_ROTATION_BYTES / max(bytes_per_set, 1))))
 
 
-def bench_layer(layer: Layer, batch: int, dtype, device: str, timer: Timer) -> dict:
+def make_case(layer: Layer, batch: int, dtype, device: str) -> tuple[dict, dict[str, tuple[Callable, int]]]:
+    """The record skeleton for one layer and its methods as {name: (fn(set_index), number of input sets)}."""
     import torch
     import torch.nn.functional as F
 
@@ -245,7 +257,8 @@ def bench_layer(layer: Layer, batch: int, dtype, device: str, timer: Timer) -> d
     out = {"layer": layer.name, "count": layer.count, "batch": batch, "dtype": str(dtype).replace("torch.", ""),
            "shape": asdict(layer), "gemm": {"M": batch * p * q, "N": layer.k, "K": layer.c * layer.r * layer.s},
            "flops": flops, "min_bytes": min_bytes, "input_sets": n_sets, "methods": {}}
-    methods: dict[str, Callable] = {"ours": ours, "unfused": unfused, "cudnn_conv": cudnn_conv}
+    methods: dict[str, tuple[Callable, int]] = {"ours": (ours, n_sets), "unfused": (unfused, n_sets),
+                                                "cudnn_conv": (cudnn_conv, n_sets)}
     if layer.is_1x1:
         a_sets = [randn(batch * p * q, layer.c) for _ in range(_sets_needed(batch * p * q * layer.c * esize + w_bytes))]
         w2 = [s["w"].reshape(layer.k, layer.c) for s in sets]
@@ -258,9 +271,15 @@ def bench_layer(layer: Layer, batch: int, dtype, device: str, timer: Timer) -> d
         def matmul(i):
             return torch.matmul(a_sets[i % n_a], w2[i % n_sets].t())
 
-        methods.update(ours_gemm=ours_gemm, matmul=matmul)
-    for name, fn in methods.items():
-        sets_for = len(a_sets) if name == "matmul" else n_sets
+        methods.update(ours_gemm=(ours_gemm, n_sets), matmul=(matmul, n_a))
+    return out, methods
+
+
+def bench_layer(layer: Layer, batch: int, dtype, device: str, timer: Timer) -> dict:
+    """Time every method on one layer; ratios > 1 mean ours is faster."""
+    out, methods = make_case(layer, batch, dtype, device)
+    flops, min_bytes = out["flops"], out["min_bytes"]
+    for name, (fn, sets_for) in methods.items():
         try:
             r = timer(fn, sets_for)
         except Exception as e:  # one failing method must not lose the others
@@ -277,7 +296,6 @@ def bench_layer(layer: Layer, batch: int, dtype, device: str, timer: Timer) -> d
     out["ratios"] = {"unfused_over_ours": ratio("unfused", "ours"), "cudnn_conv_over_ours": ratio("cudnn_conv", "ours")}
     if layer.is_1x1:
         out["ratios"]["matmul_over_ours_gemm"] = ratio("matmul", "ours_gemm")
-    del sets
     return out
 
 
