@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     hip_failed = [r for r in results if r.job.target == "gfx942" and not r.ok]
     if hip_failed and len(hip_failed) == sum(r.job.target == "gfx942" for r in results):
         print(
-            "\nThe hip backend could not compile anything here.  Triton >= 3.3 links AMD code objects "
+            "\nThe hip backend could not compile anything here.  Recent Triton (3.8 included) links AMD code objects "
             "in-process (amd.link_hsaco); older releases run an ld.lld (Triton's backends/amd/llvm/bin or "
             f"ROCm's), which must then be installed.  First error: {hip_failed[0].error}"
         )
