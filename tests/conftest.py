@@ -3,7 +3,11 @@ set before triton is first imported, hence here, at the top of the first conftes
 
 import os
 
-import pytest
+# The interpreter runs each tile's matmul in NumPy; OpenBLAS threads spinning against each other on a
+# small, shared machine cost up to 8x. Set before torch (and with it NumPy) is first imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 
 def _has_gpu() -> bool:
