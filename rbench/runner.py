@@ -92,7 +92,7 @@ def execute(case: Case, policy: Policy, device: Any, monitor: Any) -> dict[str, 
             return results.new_record(case, "unsupported", reason)
         device.reset_peak_memory()
         workload = state["workload"] = models.build(case, device.torch_device, policy.rotate_buffers)
-        info = {"flops_per_image": workload.flops_per_image, "params": workload.params}
+        info = state["info"] = {"flops_per_image": workload.flops_per_image, "params": workload.params}
         module = state["module"] = backend.prepare(workload.model, case, device)
         if backend.name != "eager" and case.mode == "inference":
             info["gate_tolerance"] = GATE_TOLERANCE[case.precision]
@@ -134,8 +134,8 @@ def execute(case: Case, policy: Policy, device: Any, monitor: Any) -> dict[str, 
 
 
 def _info(state: dict[str, Any]) -> dict[str, Any]:
-    w = state.get("workload")
-    return {"flops_per_image": w.flops_per_image, "params": w.params} if w else {}
+    """What a failed case had measured before it failed (FLOPs, parameters, the gate's figure)."""
+    return dict(state.get("info", {}))
 
 
 class InProcess:
