@@ -7,6 +7,7 @@ from typing import Sequence
 
 import torch
 import triton
+import triton.language as tl
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -147,3 +148,23 @@ def prune_gemm_configs(configs: list[triton.Config], m: int, n: int, reduction: 
     if kept:
         return kept
     return [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"])]
+
+
+@triton.jit
+def bn_act_store(acc, offs_m, offs_n, m_ok, n_ok, n, p, q, K, scale_ptr, shift_ptr,
+                 res_ptr, stride_rn, stride_rk, stride_rp, stride_rq, y_ptr,
+                 HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr):
+    """The epilogue both convolution kernels share, in fp32: BatchNorm affine, residual, ReLU; then
+    one store in the output dtype. Rows are output pixels (n, p, q), columns output channels; the
+    output is a dense row-major (N·P·Q, K) matrix (NHWC)."""
+    scale = tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)
+    shift = tl.load(shift_ptr + offs_n, mask=n_ok, other=0.0)
+    y = acc * scale[None, :] + shift[None, :]
+    out_mask = m_ok[:, None] & n_ok[None, :]
+    if HAS_RESIDUAL:
+        res_rows = n * stride_rn + p * stride_rp + q * stride_rq
+        res = tl.load(res_ptr + res_rows[:, None] + offs_n[None, :] * stride_rk, mask=out_mask, other=0.0)
+        y += res.to(tl.float32)
+    if RELU:
+        y = tl.maximum(y, 0.0)
+    tl.store(y_ptr + offs_m[:, None] * K + offs_n[None, :], y.to(y_ptr.dtype.element_ty), mask=out_mask)

@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from ._common import (
+    bn_act_store,
     FAMILIES,
     channels_last,
     check_affine,
@@ -154,18 +155,8 @@ def conv_bn_act_kernel(
                 b = b.to(tl.float32)
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
-    # Epilogue in fp32: BatchNorm affine, residual, ReLU; then one store in the output dtype.
-    scale = tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)
-    shift = tl.load(shift_ptr + offs_n, mask=n_ok, other=0.0)
-    y = acc * scale[None, :] + shift[None, :]
-    out_mask = m_ok[:, None] & n_ok[None, :]
-    if HAS_RESIDUAL:
-        res_rows = n * stride_rn + p * stride_rp + q * stride_rq
-        res = tl.load(res_ptr + res_rows[:, None] + offs_n[None, :] * stride_rk, mask=out_mask, other=0.0)
-        y += res.to(tl.float32)
-    if RELU:
-        y = tl.maximum(y, 0.0)
-    tl.store(y_ptr + offs_m[:, None] * K + offs_n[None, :], y.to(y_ptr.dtype.element_ty), mask=out_mask)
+    bn_act_store(acc, offs_m, offs_n, m_ok, n_ok, n, p, q, K, scale_ptr, shift_ptr,
+                 res_ptr, stride_rn, stride_rk, stride_rp, stride_rq, y_ptr, HAS_RESIDUAL, RELU)
 
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per GPU family and kind of launch:
