@@ -88,7 +88,7 @@ class Source:
         return self is other
 
 
-# ---------------------------------------------------------------------------------------------- loading
+# Loading.
 
 def run_identity(env: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a run's environment that must match for its timings to be comparable.
@@ -246,7 +246,7 @@ def load(path: str | Path) -> list[Source]:
     raise CompareError(f"{p}: no such file or directory")
 
 
-# ------------------------------------------------------------------------------------------- comparing
+# Comparing.
 
 def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Identity fields present in both with different values: {field: (a's, b's)}."""
@@ -469,7 +469,7 @@ def parse_threshold(text: str) -> float:
     return value
 
 
-# ------------------------------------------------------------------------------------------- rendering
+# Rendering.
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{(x - 1) * 100:+.1f}%"

@@ -294,7 +294,6 @@ def _xpu_properties(index: int) -> dict[str, Any]:
     return {k: getattr(p, attr, None) for k, attr in fields.items()}
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Vendor management libraries: NVML (pynvml) and amdsmi, both optional.
 
 class LibraryUnavailable(Exception):
@@ -642,7 +641,6 @@ def amdsmi_inventory(torch_indices: Iterable[int]) -> dict[str, Any]:
             pass
 
 
-# ---------------------------------------------------------------------------------------------------------
 # The host and the software.
 
 def cpu_model() -> str:

@@ -90,6 +90,8 @@ class Source:
 
     def __init__(self) -> None:
         self.unavailable: dict[str, str] = {}
+        self._identity: dict[str, Any] = {}  # which device, and how it was matched to torch's index
+        self._limits: dict[str, Any] = {}
 
     def reason(self, exc: BaseException) -> str:
         return devices.library_reason(exc)
@@ -122,17 +124,16 @@ class Source:
         return None
 
     def identity(self) -> dict[str, Any]:
-        return {}
+        return dict(self._identity)
 
     def limits(self) -> dict[str, Any]:
         """`clock_max_mhz` (for the clocks-below-max check), `power_limit_w` and the like."""
-        return {}
+        return dict(self._limits)
 
     def close(self) -> None:
         pass
 
 
-# ---------------------------------------------------------------------------------------------------------
 # NVIDIA: NVML through pynvml.
 
 # Bits of nvmlDeviceGetCurrentClocksEventReasons (formerly ...ThrottleReasons); stable across NVML versions.
@@ -241,12 +242,6 @@ class NvmlSource(Source):
         # A container's pid namespace hides our own pid: one of the listed processes is this one.
         return sorted(pids)[1:] if len(pids) > 1 else []
 
-    def identity(self) -> dict[str, Any]:
-        return dict(self._identity)
-
-    def limits(self) -> dict[str, Any]:
-        return dict(self._limits)
-
     def close(self) -> None:
         try:
             self.nvml.nvmlShutdown()
@@ -254,7 +249,6 @@ class NvmlSource(Source):
             pass
 
 
-# ---------------------------------------------------------------------------------------------------------
 # AMD: amdsmi.
 
 def _number(v: Any) -> float | None:
@@ -342,12 +336,6 @@ class AmdsmiSource(Source):
         me = os.getpid()
         return sorted(pids - {me}) if me in pids else sorted(pids)[1:]
 
-    def identity(self) -> dict[str, Any]:
-        return dict(self._identity)
-
-    def limits(self) -> dict[str, Any]:
-        return dict(self._limits)
-
     def close(self) -> None:
         try:
             self.smi.amdsmi_shut_down()
@@ -355,7 +343,6 @@ class AmdsmiSource(Source):
             pass
 
 
-# ---------------------------------------------------------------------------------------------------------
 # CPU: RAPL through the powercap sysfs, clocks and other processes' CPU time through procfs.
 
 POWERCAP = Path("/sys/class/powercap")
@@ -486,7 +473,6 @@ class CpuSource(Source):
         return {"other_cpu_cores": round(others, 3), "steal_cpu_cores": round(steal, 3), "cpu_max_mhz": self._max_mhz}
 
 
-# ---------------------------------------------------------------------------------------------------------
 # The monitor: a sampler thread over a source, and the window's figures.
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -755,7 +741,6 @@ def summarize(samples: list[dict[str, Any]], images: int, source: Source, rate_h
     return {"power": power, "telemetry": telemetry, "flags": flags, "warnings": warnings}
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Which source for which device.
 
 def _nvml_monitor(device: Any, rate_hz: float) -> Monitor:

@@ -49,7 +49,6 @@ class FakeGpu:
         return self.power_w * t
 
 
-# ---------------------------------------------------------------------------------------------------------
 # pynvml
 
 NVML_ERROR_NOT_SUPPORTED, NVML_ERROR_NO_PERMISSION = 3, 4
@@ -276,7 +275,6 @@ def fake_nvml(gpus: list[FakeGpu], *, init_error: int | None = None) -> types.Mo
     return m
 
 
-# ---------------------------------------------------------------------------------------------------------
 # amdsmi
 
 class AmdSmiException(Exception):

@@ -58,7 +58,7 @@ def run_cli(*argv: str, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
     return code, out, err
 
 
-# ------------------------------------------------------------------------------------------ real runs
+# Real runs.
 
 def test_aa_two_real_cpu_runs_give_no_slower_verdict(real, capsys):
     cmp = compare.compare_paths([real["a"]], [real["a2"]])
@@ -117,7 +117,7 @@ def test_false_alarm_rate_on_resampled_real_samples(real):
     assert verdicts.count("slower") <= 4 and verdicts.count("faster") <= 4
 
 
-# --------------------------------------------------------------------------------------- the rule itself
+# The rule itself.
 
 @pytest.mark.parametrize("shift, expected", [(1.15, "slower"), (1.0, "unchanged"), (1.02, "unchanged"),
                                              (0.87, "faster")])
@@ -162,7 +162,7 @@ def test_summary_statistics_fallback():
     assert stats.judge(None, None, base_stats=noisy, new_stats={**noisy, "median": 1.1}).verdict == "inconclusive"
 
 
-# ---------------------------------------------------------------------------- statuses, new, missing
+# Statuses, new, missing.
 
 @pytest.fixture
 def pair(tmp_path: Path) -> tuple[Path, Path]:
@@ -226,7 +226,7 @@ def test_measurement_flags_are_shown_without_changing_the_verdict(tmp_path):
     assert "new ⚠ other_processes, throttled" in compare.to_markdown(compare.compare_paths([base], [new]))
 
 
-# ------------------------------------------------------------------------------------ machine matching
+# Machine matching.
 
 @pytest.mark.parametrize("change, named", [
     ({"device": {"kind": "cuda", "name": "NVIDIA A100-SXM4-80GB"}}, "device.name"),
@@ -280,7 +280,7 @@ def test_bad_inputs_exit_2(tmp_path, capsys):
     assert e.value.code == 2
 
 
-# ---------------------------------------------------------------------------------------- thresholds
+# Thresholds.
 
 def test_threshold_from_suite_and_from_flag(tmp_path, capsys):
     rng = np.random.default_rng(0)
@@ -294,7 +294,7 @@ def test_threshold_from_suite_and_from_flag(tmp_path, capsys):
     assert compare.parse_threshold("5 %") == compare.parse_threshold("0.05") == 0.05
 
 
-# -------------------------------------------------------------------------------------------- formats
+# Formats.
 
 def test_markdown_and_json(pair, capsys):
     code, md, _ = run_cli("compare", str(pair[0]), str(pair[1]), "--format", "markdown", capsys=capsys)
@@ -314,7 +314,7 @@ def test_table_output(real, capsys):
     assert "resnet18/bs1/32px" in out and "rule:" in out and "2 regressions (2 slower)" in out
 
 
-# ---------------------------------------------------------------------------------- pytest-benchmark
+# Pytest-benchmark.
 
 BENCH = """
 import os
@@ -365,7 +365,7 @@ def test_pytest_benchmark_json_judged_by_the_same_rule(bench_files, tmp_path, ca
     assert compare.compare_paths([d], [slow]).rows[0].verdict == "slower"
 
 
-# ------------------------------------------------------------------------------------------ baselines
+# Baselines.
 
 def test_baseline_update_find_list_and_compare(real, tmp_path, capsys):
     root = tmp_path / "results" / "baselines"

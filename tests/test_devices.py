@@ -170,7 +170,7 @@ def test_detect(monkeypatch):
     assert devices.detect("auto").kind == "rocm"
 
 
-# --- identity ---------------------------------------------------------------------------------------------
+# Identity.
 
 def test_environment_on_this_machine_for_real():
     env = devices.environment(devices.CpuDevice())

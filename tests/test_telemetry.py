@@ -250,7 +250,7 @@ def test_rate_comes_from_the_environment(monkeypatch):
     assert telemetry.sample_rate() == telemetry.DEFAULT_RATE_HZ
 
 
-# --- AMD -------------------------------------------------------------------------------------------------
+# AMD.
 
 def amd_monitor(monkeypatch, clock, gpu=None, **kw):
     gpu = gpu or FakeGpu(clock, name="AMD Instinct MI300X", sm_clock=2100, sm_clock_max=2100)
@@ -300,7 +300,7 @@ def test_devices_without_a_power_source_say_why(kind):
     assert r["power"]["unavailable"] is True and len(r["power"]["reason"]) > 20
 
 
-# --- CPU -------------------------------------------------------------------------------------------------
+# CPU.
 
 def test_cpu_for_real_on_this_machine():
     """RAPL where readable (energy > 0), else unavailable with the reason; other processes' CPU time either way."""
@@ -420,7 +420,7 @@ def test_measure_run_brackets_exactly_the_timed_window(clock):
     assert r["power"]["method"] == "samples" and r["power"]["window_s"] == pytest.approx(0.03)
 
 
-# --- the final table ----------------------------------------------------------------------------------------
+# The final table.
 
 def render(records):
     c = Console(width=220, record=True)

@@ -89,7 +89,7 @@ def images(dtype=torch.float32, batch_size=2, image_size=32):
     return x.to(device=DEVICE, dtype=dtype, memory_format=torch.channels_last)
 
 
-# --- what the backend accepts ----------------------------------------------------------------------
+# What the backend accepts.
 
 
 def test_resnet_family_is_supported_and_other_models_get_a_reason():
@@ -137,7 +137,7 @@ def test_convert_refuses_unexpected_structure():
         triton_backend.convert(model)
 
 
-# --- structure and wiring ---------------------------------------------------------------------------
+# Structure and wiring.
 
 
 def test_converted_model_keeps_no_reference_to_the_original():
@@ -243,7 +243,7 @@ def test_tf32_reaches_every_kernel_call(monkeypatch):
     assert kernels.calls and all(c["allow_tf32"] is True for c in kernels.calls)
 
 
-# --- the correctness gate ---------------------------------------------------------------------------
+# The correctness gate.
 
 
 def test_gate_turns_a_wrong_kernel_result_into_incorrect_and_does_not_time(monkeypatch):
@@ -266,7 +266,7 @@ def test_gate_turns_a_wrong_kernel_result_into_incorrect_and_does_not_time(monke
     assert len(kernels.calls) == 53, "only the gate's one forward pass may run: an incorrect case is not timed"
 
 
-# --- whole networks on the Triton kernels -----------------------------------------------------------
+# Whole networks on the Triton kernels.
 
 
 @pytest.mark.interpreter
@@ -295,7 +295,7 @@ def test_triton_case_runs_end_to_end_and_records_its_gate_figure():
     assert record["throughput_ips"] > 0 and record["iters"] == 1
 
 
-# --- the suite --------------------------------------------------------------------------------------
+# The suite.
 
 
 def test_triton_vs_torch_suite():
