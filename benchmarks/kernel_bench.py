@@ -36,9 +36,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 L2_ROTATION_BYTES = 2 * 50 * 2**20  # twice an H100's 50 MB L2
 GOALS = {"fused_vs_unfused_geomean": 1.15, "fused_vs_unfused_each": 1.0, "fused_vs_cudnn_conv": 0.9,
@@ -425,8 +425,8 @@ def machine(device: str) -> dict:
     except (OSError, subprocess.SubprocessError):
         env["git_sha"] = None
     try:  # the harness's identity: driver, clocks, power limit, ... (optional here)
-        from rbench import devices
-        env["rbench_environment"] = devices.environment(devices.detect(device))
+        from rbench.hw import detect
+        env["rbench_environment"] = detect.environment(detect.detect(device))
     except Exception as e:
         env["rbench_environment"] = {"unavailable": f"{type(e).__name__}: {e}"[:200]}
     return env
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
     layers = smoke_layers() if args.cpu_smoke else resnet50_layers()
     if args.layers:
-        layers = [l for l in layers if args.layers in l.name]
+        layers = [layer for layer in layers if args.layers in layer.name]
     batches = [1] if args.cpu_smoke else args.batch
     timer = Timer(device, min_replays=3 if args.cpu_smoke else (10 if args.quick else 30),
                   min_calls=1 if args.cpu_smoke else 20, graphs=not args.no_graphs)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 
@@ -31,8 +32,10 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rbench import devices, models, results, runner, spec
+    from rbench import results, spec
     from rbench.console import notes, progress, run_table, status_counts
+    from rbench.hw import detect
+    from rbench.run import models, runner
 
     if args.resume:
         try:
@@ -48,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         suite = spec.load(args.suite, models.names())
         kind = args.device or suite.device
     try:
-        device = devices.detect(kind)
+        device = detect.detect(kind)
     except (ValueError, RuntimeError) as e:
         raise UsageError(f"{args.suite or args.resume}: field 'device': {e}") from None
 
@@ -66,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"Resuming {path}: {len(cases) - len(todo)} of {len(cases)} cases already measured")
     else:
         path = results.default_path(args.out, suite.name, device.kind)
-        env = devices.environment(device)
+        env = detect.environment(device)
         writer = results.RunWriter.create(path, suite.to_dict(), env, device_kind=device.kind,
                                           suite_path=str(args.suite), argv=sys.argv)
         todo = cases
@@ -105,9 +108,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from rbench import backends, devices, models, spec
+    from rbench import spec
+    from rbench.hw import detect
+    from rbench.run import backends, models
 
-    device = devices.detect(args.device)
+    device = detect.detect(args.device)
     console.print(f"[bold]This machine:[/] {device.name} ({device.kind})")
     table = Table("precision", "on this machine", header_style="bold")
     for p in spec.PRECISIONS:
@@ -130,14 +135,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_env(args: argparse.Namespace) -> int:
     import json
 
-    from rbench import devices
+    from rbench.hw import detect
 
-    console.print_json(json.dumps(devices.environment(devices.detect(args.device)), default=str))
+    console.print_json(json.dumps(detect.environment(detect.detect(args.device)), default=str))
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from rbench import compare
+    from rbench.analysis import compare
 
     try:
         threshold = compare.parse_threshold(args.threshold) if args.threshold else None
@@ -155,7 +160,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from rbench import baseline
+    from rbench.analysis import baseline
 
     try:
         if args.action == "update":
@@ -184,7 +189,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_latest(args: argparse.Namespace) -> int:
-    from rbench import baseline
+    from rbench.analysis import baseline
 
     try:
         path = baseline.latest(args.directory, args.suite)
@@ -195,7 +200,7 @@ def cmd_latest(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from rbench import peaks, report
+    from rbench.analysis import peaks, report
 
     try:
         table = peaks.PeakTable()

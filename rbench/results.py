@@ -14,9 +14,10 @@ import json
 import os
 import re
 import socket
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error", "timeout", "incorrect", "unsupported", "over_budget", "skipped")
@@ -97,7 +98,7 @@ class RunWriter:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, path: str | Path, suite: dict[str, Any], env: dict[str, Any], **header: Any) -> "RunWriter":
+    def create(cls, path: str | Path, suite: dict[str, Any], env: dict[str, Any], **header: Any) -> RunWriter:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = cls(path)
@@ -221,7 +222,7 @@ def to_rows(runs: Iterable[Run]) -> list[dict[str, Any]]:
     return rows
 
 
-def load(path_or_dir: str | Path) -> "pandas.DataFrame":  # noqa: F821
+def load(path_or_dir: str | Path) -> pandas.DataFrame:  # noqa: F821
     """Every record of a run file, or of every run file below a directory, as a pandas DataFrame.
 
     One row per case; the record's fields are columns, nested ones dotted (`latency_ms.p50`,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Iterator, Mapping
+from typing import Any
 
 import yaml
 
@@ -102,7 +103,7 @@ class Suite:
     exclude: tuple[Mapping[str, Any], ...] = ()  # partial cases to leave out, e.g. {backend: compile, mode: training}
     source: str = ""  # the file it was loaded from
 
-    def for_device(self, kind: str) -> "Suite":
+    def for_device(self, kind: str) -> Suite:
         """The suite with the `overrides[kind]` block applied (ROCm falls back to the `cuda` block)."""
         block = self.overrides.get(kind)
         if block is None and kind == "rocm":

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 class FakeClock:
@@ -70,7 +71,7 @@ class NVMLError(Exception):
 @dataclass
 class _Handle:
     gpu: FakeGpu
-    mig_parent: "_Handle | None" = None
+    mig_parent: _Handle | None = None
 
 
 def fake_nvml(gpus: list[FakeGpu], *, init_error: int | None = None) -> types.ModuleType:

@@ -40,7 +40,8 @@ def _windows(case: Any, device: Any, names: list[str], rounds: int, per_window: 
     """Build the case once, then time `rounds` windows of `per_window` iterations for each name in alternation."""
     import torch
 
-    from rbench import backends, measure, models, spec
+    from rbench import spec
+    from rbench.run import backends, measure, models
 
     policy = spec.Policy(**{**WINDOW, "min_iters": per_window})
     workload = models.build(case, device.torch_device, 0)
@@ -60,7 +61,8 @@ def _windows(case: Any, device: Any, names: list[str], rounds: int, per_window: 
 
 
 def _record(case: Any, m: dict[str, Any]) -> dict[str, Any]:
-    from rbench import measure, results
+    from rbench import results
+    from rbench.run import measure
 
     images = len(m["samples_ms"]) * case.batch_size
     ips = images / m["window_s"]
@@ -76,7 +78,8 @@ def measure_runs(out_dir: Path, names: tuple[str, ...] = ("a", "a2"), slow: str 
     """Write one run file per name, plus the slowed run, measured in alternation; return their paths."""
     import torch
 
-    from rbench import devices, results, spec
+    from rbench import results, spec
+    from rbench.hw import detect
 
     key = f"{out_dir}|{names}|{slow}|{rounds}"
     if key in _cache:
@@ -85,8 +88,8 @@ def measure_runs(out_dir: Path, names: tuple[str, ...] = ("a", "a2"), slow: str 
     torch.set_num_threads(1)
     try:
         suite = spec.Suite(**SUITE, policy=spec.Policy(**WINDOW), threshold=None)
-        device = devices.detect("cpu")
-        env = devices.environment(device)
+        device = detect.detect("cpu")
+        env = detect.environment(device)
         out_dir.mkdir(parents=True, exist_ok=True)
         all_names = list(names) + ([slow] if slow else [])
         writers = {n: results.RunWriter.create(out_dir / f"{n}.jsonl", suite.to_dict(), env, device_kind="cpu",

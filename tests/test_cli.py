@@ -1,14 +1,11 @@
 """`rbench` end to end through its command line, as a user runs it."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
 
 from rbench import results
 

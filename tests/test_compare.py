@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 import realruns
-from rbench import baseline, cli, compare, results, stats
+
+from rbench import cli, results
+from rbench.analysis import baseline, compare, stats
 from rbench.spec import Case
 
 ENV = {"device": {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3"},

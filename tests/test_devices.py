@@ -11,7 +11,8 @@ import pytest
 import torch
 from fake_smi import FakeClock, FakeGpu, fake_amdsmi, fake_nvml
 
-from rbench import devices, measure
+from rbench.hw import amd, apple, base, detect, host, intel, nvidia
+from rbench.run import measure
 from rbench.spec import Policy
 
 
@@ -41,7 +42,7 @@ class Stream:
                 time.sleep(item / 1e3)
         self.queue.clear()
 
-    def Event(self, enable_timing: bool = False) -> "StreamEvent":  # noqa: N802 - torch's spelling
+    def Event(self, enable_timing: bool = False) -> StreamEvent:  # noqa: N802 - torch's spelling
         assert enable_timing, "timing events must be created with enable_timing=True"
         return StreamEvent(self)
 
@@ -54,13 +55,13 @@ class StreamEvent:
         self.done = False
         self.stream.queue.append(self)
 
-    def elapsed_time(self, end: "StreamEvent") -> float:
+    def elapsed_time(self, end: StreamEvent) -> float:
         if not (self.done and end.done):
             raise RuntimeError("event has not completed: synchronize before reading it")
         return end.t - self.t
 
 
-class QueueDevice(devices.Device):
+class QueueDevice(base.Device):
     """A `Device` over a `Stream`, for measure.run."""
 
     def __init__(self):
@@ -106,10 +107,10 @@ def install_backend(monkeypatch, module, stream, event=True):
 
 
 @pytest.mark.parametrize("cls, module, index", [
-    (devices.CudaDevice, torch.cuda, 1),
-    (devices.RocmDevice, torch.cuda, 0),
-    (devices.XpuDevice, torch.xpu, 2),
-    (devices.MpsDevice, torch.mps, None),  # torch.mps.synchronize() takes no index
+    (nvidia.CudaDevice, torch.cuda, 1),
+    (amd.RocmDevice, torch.cuda, 0),
+    (intel.XpuDevice, torch.xpu, 2),
+    (apple.MpsDevice, torch.mps, None),  # torch.mps.synchronize() takes no index
 ])
 def test_each_family_synchronises_its_own_way(monkeypatch, cls, module, index):
     stream = Stream()
@@ -125,19 +126,19 @@ def test_each_family_synchronises_its_own_way(monkeypatch, cls, module, index):
 def test_mps_without_events_times_on_the_host_around_synchronise(monkeypatch):
     stream = Stream(sleep=True)
     install_backend(monkeypatch, torch.mps, stream, event=False)
-    device = devices.MpsDevice()
-    assert isinstance(device.event(), devices.HostEvent)
+    device = apple.MpsDevice()
+    assert isinstance(device.event(), base.HostEvent)
     assert device.time_ms(lambda: stream.launch(20.0)) >= 20.0  # the work ran inside the timed span
     assert len(stream.syncs) >= 2
 
 
 def test_cpu_times_on_the_host():
-    device = devices.CpuDevice()
-    assert isinstance(device.event(), devices.HostEvent)
+    device = host.CpuDevice()
+    assert isinstance(device.event(), base.HostEvent)
     assert device.time_ms(lambda: time.sleep(0.02)) >= 20.0
 
 
-@pytest.mark.parametrize("cls, module, index", [(devices.CudaDevice, torch.cuda, 1), (devices.XpuDevice, torch.xpu, 0)])
+@pytest.mark.parametrize("cls, module, index", [(nvidia.CudaDevice, torch.cuda, 1), (intel.XpuDevice, torch.xpu, 0)])
 def test_peak_memory_is_reset_and_read_on_the_device(monkeypatch, cls, module, index):
     calls = []
     monkeypatch.setattr(module, "reset_peak_memory_stats", lambda i: calls.append(("reset", i)), raising=False)
@@ -152,7 +153,7 @@ def test_peak_memory_is_reset_and_read_on_the_device(monkeypatch, cls, module, i
 
 
 def test_cpu_peak_memory_is_the_host_rss_for_real():
-    device = devices.CpuDevice()
+    device = host.CpuDevice()
     device.reset_peak_memory()
     block = bytearray(64 * 2 ** 20)
     block[:: 4096] = b"x" * len(block[:: 4096])  # touch every page
@@ -161,25 +162,25 @@ def test_cpu_peak_memory_is_the_host_rss_for_real():
 
 
 def test_detect(monkeypatch):
-    assert devices.detect("cpu").kind == "cpu"
+    assert detect.detect("cpu").kind == "cpu"
     with pytest.raises(ValueError, match="known: cuda, rocm, xpu, mps, cpu"):
-        devices.detect("tpu")
+        detect.detect("tpu")
     monkeypatch.setattr(torch.version, "hip", "6.2.41133", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert devices.detect("cuda").kind == "rocm"  # torch.cuda on HIP is ROCm
-    assert devices.detect("auto").kind == "rocm"
+    assert detect.detect("cuda").kind == "rocm"  # torch.cuda on HIP is ROCm
+    assert detect.detect("auto").kind == "rocm"
 
 
 # Identity.
 
 def test_environment_on_this_machine_for_real():
-    env = devices.environment(devices.CpuDevice())
+    env = detect.environment(host.CpuDevice())
     assert env["rbench_version"] and set(env["git"]) == {"sha", "dirty"}
     for key in ("python", "torch", "torchvision", "triton", "cuda", "cudnn", "hip", "miopen", "rbench"):
         assert key in env["software"]
     assert env["software"]["torch"] == torch.__version__
-    host = env["host"]
-    assert host["cpu"] and host["cpu_cores"] >= 1 and host["os"] and host["kernel"] and host["memory_bytes"] > 0
+    machine = env["host"]
+    assert machine["cpu"] and machine["cpu_cores"] >= 1 and machine["os"] and machine["kernel"] and machine["memory_bytes"] > 0
     assert env["device"]["kind"] == "cpu" and env["device"]["threads"] >= 1
     assert env["driver"]["unavailable"] is True and env["driver"]["reason"]
     assert env["gpus"] == []
@@ -203,27 +204,27 @@ def props(**kw):
 def test_torch_index_to_nvml_handle(monkeypatch, two_gpus):
     nvml, a, b = two_gpus
     uuid = lambda h: nvml.nvmlDeviceGetUUID(h)  # noqa: E731
-    monkeypatch.setattr(devices, "_cuda_properties", lambda i: props(uuid=b.uuid[4:]))
-    h, how = devices.nvml_handle(nvml, 0)
+    monkeypatch.setattr(base, "cuda_properties", lambda i: props(uuid=b.uuid[4:]))
+    h, how = nvidia.nvml_handle(nvml, 0)
     assert (uuid(h), how) == (b.uuid, "uuid")
-    monkeypatch.setattr(devices, "_cuda_properties", lambda i: props(uuid=None, pci_domain_id=0, pci_bus_id=0x2A,
+    monkeypatch.setattr(base, "cuda_properties", lambda i: props(uuid=None, pci_domain_id=0, pci_bus_id=0x2A,
                                                                       pci_device_id=0))
-    h, how = devices.nvml_handle(nvml, 0)
+    h, how = nvidia.nvml_handle(nvml, 0)
     assert (uuid(h), how) == (b.uuid, "pci_bus_id")
-    monkeypatch.setattr(devices, "_cuda_properties", lambda i: props())
+    monkeypatch.setattr(base, "cuda_properties", lambda i: props())
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
-    assert uuid(devices.nvml_handle(nvml, 0)[0]) == b.uuid
+    assert uuid(nvidia.nvml_handle(nvml, 0)[0]) == b.uuid
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", a.uuid)
-    assert devices.nvml_handle(nvml, 0)[1] == "CUDA_VISIBLE_DEVICES uuid"
+    assert nvidia.nvml_handle(nvml, 0)[1] == "CUDA_VISIBLE_DEVICES uuid"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    h, how = devices.nvml_handle(nvml, 1)
+    h, how = nvidia.nvml_handle(nvml, 1)
     assert uuid(h) == b.uuid and how.startswith("index")
 
 
 def test_nvml_inventory_fields(monkeypatch, two_gpus):
     nvml, a, b = two_gpus
-    monkeypatch.setattr(devices, "_cuda_properties", lambda i: props(uuid=(b.uuid if i == 0 else a.uuid)[4:]))
-    inv = devices.nvml_inventory([0, 1])
+    monkeypatch.setattr(base, "cuda_properties", lambda i: props(uuid=(b.uuid if i == 0 else a.uuid)[4:]))
+    inv = nvidia.nvml_inventory([0, 1])
     assert inv["driver"] == {"source": "nvml", "version": "550.54.15", "cuda_driver": "12.4", "nvml": "12.550.54.15"}
     first, second = inv["gpus"]
     assert first["name"] == "NVIDIA H100 80GB HBM3"  # bytes from old pynvml decoded
@@ -249,9 +250,9 @@ def test_nvml_inventory_fields(monkeypatch, two_gpus):
 def test_nvml_inventory_lists_mig_instances(monkeypatch):
     gpu = FakeGpu(FakeClock(), mig=True)
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([gpu]))
-    monkeypatch.setattr(devices, "_cuda_properties", lambda i: props(uuid="MIG"))
+    monkeypatch.setattr(base, "cuda_properties", lambda i: props(uuid="MIG"))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-" + gpu.uuid[4:])
-    (g,) = devices.nvml_inventory([0])["gpus"]
+    (g,) = nvidia.nvml_inventory([0])["gpus"]
     assert g["mig"]["current"] is True
     assert g["mig"]["instances"] == [{"uuid": "MIG-" + gpu.uuid[4:], "memory_bytes": 10 * 2 ** 30}]
     assert g["torch_index"] == 0 and g["mapped_by"] == "CUDA_VISIBLE_DEVICES uuid"
@@ -260,11 +261,11 @@ def test_nvml_inventory_lists_mig_instances(monkeypatch):
 def test_environment_of_a_cuda_device_carries_its_identity(monkeypatch, two_gpus):
     nvml, a, b = two_gpus
     p = props(uuid=a.uuid[4:], total_memory=80 * 2 ** 30, major=9, minor=0, multi_processor_count=132)
-    monkeypatch.setattr(devices, "_cuda_properties", lambda i: p)
-    monkeypatch.setattr(devices.CudaDevice, "_props", property(lambda self: p))
+    monkeypatch.setattr(base, "cuda_properties", lambda i: p)
+    monkeypatch.setattr(nvidia.CudaDevice, "_props", property(lambda self: p))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "NVIDIA H100 80GB HBM3")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    env = devices.environment(devices.CudaDevice(0))
+    env = detect.environment(nvidia.CudaDevice(0))
     d = env["device"]
     assert d["kind"] == "cuda" and d["compute_capability"] == "9.0" and d["count"] == 1
     assert d["uuid"] == a.uuid and d["power_limit_w"] == 700 and d["clocks_mhz"]["sm_max"] == 1980
@@ -275,7 +276,7 @@ def test_environment_of_a_cuda_device_carries_its_identity(monkeypatch, two_gpus
 
 def test_environment_without_nvml_says_why(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([], init_error=9))
-    inv = devices.nvml_inventory([0])
+    inv = nvidia.nvml_inventory([0])
     assert inv == {"driver": {"unavailable": True, "reason": "NVML: the NVIDIA driver is not loaded"}, "gpus": []}
 
 
@@ -284,8 +285,8 @@ def test_amdsmi_inventory_fields(monkeypatch):
                   sm_clock=2100, sm_clock_max=2100, unsupported={"amdsmi_get_gpu_memory_partition"})
     smi = fake_amdsmi([gpu])
     monkeypatch.setitem(sys.modules, "amdsmi", smi)
-    monkeypatch.setattr(devices, "_cuda_properties", lambda i: props(pci_domain_id=0, pci_bus_id=0x18, pci_device_id=0))
-    inv = devices.amdsmi_inventory([0])
+    monkeypatch.setattr(base, "cuda_properties", lambda i: props(pci_domain_id=0, pci_bus_id=0x18, pci_device_id=0))
+    inv = amd.amdsmi_inventory([0])
     assert inv["driver"] == {"source": "amdsmi", "version": "6.8.5"}
     (g,) = inv["gpus"]
     assert g["name"] == "AMD Instinct MI300X" and g["gfx_arch"] == "gfx942" and g["compute_units"] == 304
@@ -300,5 +301,5 @@ def test_amdsmi_inventory_fields(monkeypatch):
 
 def test_amdsmi_missing_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "amdsmi", None)
-    inv = devices.amdsmi_inventory([0])
+    inv = amd.amdsmi_inventory([0])
     assert inv["gpus"] == [] and "rbench[amd]" in inv["driver"]["reason"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rbench import measure
+from rbench.run import measure
 from rbench.spec import Policy
 
 

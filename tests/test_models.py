@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from rbench import models
+from rbench.run import models
 
 
 @pytest.mark.parametrize("name", models.RESNET_FAMILY)

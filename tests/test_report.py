@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import realruns
-from rbench import cli, peaks, report, results
+
+from rbench import cli, results
+from rbench.analysis import peaks, report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

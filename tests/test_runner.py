@@ -7,7 +7,8 @@ import textwrap
 import pytest
 import torch
 
-from rbench import results, runner
+from rbench import results
+from rbench.run import runner
 from rbench.spec import Case, Policy
 
 FAST = Policy(warmup_iters=1, warmup_s=0.0, min_iters=3, min_s=0.0, max_s=20.0, timeout_s=120)
@@ -78,7 +79,7 @@ def test_unsupported_precision_is_recorded_with_reason():
 
 def test_gate_turns_a_wrong_backend_output_into_incorrect(monkeypatch):
     """A non-eager backend's output is gated; a wrong output becomes `incorrect` and is not timed."""
-    from rbench import backends
+    from rbench.run import backends
 
     class Wrong(backends.Backend):
         name = "compile"
@@ -112,7 +113,7 @@ def test_worker_crash_is_recorded_and_the_worker_restarts(tmp_path, monkeypatch)
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(textwrap.dedent("""
         import os, signal
-        import rbench.runner as r
+        import rbench.run.runner as r
         _execute = r.execute
         def execute(case, *args):
             if case.batch_size == 3:

@@ -99,7 +99,7 @@ def test_missing_file_says_so(tmp_path):
 
 
 def test_shipped_suites_are_valid():
-    from rbench import models
+    from rbench.run import models
 
     suites = sorted(Path(__file__).parent.parent.joinpath("suites").glob("*.yaml"))
     assert {"resnet50_fp16.yaml", "smoke.yaml", "resnet_family.yaml"} <= {p.name for p in suites}
@@ -110,7 +110,7 @@ def test_shipped_suites_are_valid():
 
 
 def test_flagship_covers_what_it_promises():
-    from rbench import models
+    from rbench.run import models
 
     suite = spec.load(Path(__file__).parent.parent / "suites/resnet50_fp16.yaml", models.names())
     assert suite.batch_sizes == (1, 8, 32, 64, 128, 256)

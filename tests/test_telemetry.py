@@ -10,11 +10,20 @@ import time
 import types
 
 import pytest
-from fake_smi import NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_LIBRARY_NOT_FOUND, NVML_ERROR_NO_PERMISSION
-from fake_smi import FakeClock, FakeGpu, fake_amdsmi, fake_nvml
+from fake_smi import (
+    NVML_ERROR_DRIVER_NOT_LOADED,
+    NVML_ERROR_LIBRARY_NOT_FOUND,
+    NVML_ERROR_NO_PERMISSION,
+    FakeClock,
+    FakeGpu,
+    fake_amdsmi,
+    fake_nvml,
+)
 from rich.console import Console
 
-from rbench import console, devices, measure, telemetry
+from rbench import console
+from rbench.hw import amd, base, detect, host, nvidia, sampling
+from rbench.run import measure
 from rbench.spec import Policy
 
 
@@ -31,15 +40,15 @@ def install_nvml(monkeypatch, *gpus, **kw):
 
 def torch_sees(monkeypatch, **props):
     """What torch.cuda.get_device_properties would say about cuda:0 on the GPU machine."""
-    monkeypatch.setattr(devices, "_cuda_properties", lambda index: types.SimpleNamespace(**props))
+    monkeypatch.setattr(base, "cuda_properties", lambda index: types.SimpleNamespace(**props))
 
 
 def nvml_monitor(monkeypatch, clock, gpu=None, **gpu_kw):
     gpu = gpu or FakeGpu(clock, **gpu_kw)
     m = install_nvml(monkeypatch, gpu)
     torch_sees(monkeypatch, uuid=gpu.uuid[4:])
-    mon = telemetry.monitor_for(devices.CudaDevice(0), rate_hz=0)
-    assert isinstance(mon, telemetry.SamplingMonitor), getattr(mon, "reason", None)
+    mon = detect.monitor_for(nvidia.CudaDevice(0), rate_hz=0)
+    assert isinstance(mon, sampling.SamplingMonitor), getattr(mon, "reason", None)
     mon.clock = clock
     return mon, m
 
@@ -117,7 +126,7 @@ def test_counter_and_samples_disagreeing_is_flagged_and_warned(monkeypatch, cloc
     r = mon.result(100)
     cc = r["power"]["cross_check"]
     assert cc["relative_difference"] == pytest.approx(0.4, abs=0.02)
-    assert cc["tolerance"] == pytest.approx(telemetry.DISAGREEMENT + 0.5 * 1.0 / 5.0)
+    assert cc["tolerance"] == pytest.approx(sampling.DISAGREEMENT + 0.5 * 1.0 / 5.0)
     assert r["flags"]["energy_counter_disagrees"] is True
     assert any("disagree" in w for w in r["warnings"])
     assert r["power"]["energy_j"] == pytest.approx(1500.0, rel=0.02)  # the counter is still the figure
@@ -186,7 +195,7 @@ def test_mig_instance_measures_the_parent_gpu_and_says_so(monkeypatch, clock):
     install_nvml(monkeypatch, gpu)
     torch_sees(monkeypatch, uuid="not-an-nvml-uuid")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-" + gpu.uuid[4:])
-    mon = telemetry.monitor_for(devices.CudaDevice(0), rate_hz=0)
+    mon = detect.monitor_for(nvidia.CudaDevice(0), rate_hz=0)
     mon.clock = clock
     window(mon, clock, 2.0)
     r = mon.result(10)
@@ -205,7 +214,7 @@ def test_mig_instance_measures_the_parent_gpu_and_says_so(monkeypatch, clock):
 ])
 def test_nvml_that_cannot_start_gives_the_reason(monkeypatch, clock, error, reason):
     install_nvml(monkeypatch, FakeGpu(clock), init_error=error)
-    mon = telemetry.monitor_for(devices.CudaDevice(0))
+    mon = detect.monitor_for(nvidia.CudaDevice(0))
     mon.start()
     mon.stop()
     r = mon.result(100)
@@ -216,7 +225,7 @@ def test_nvml_that_cannot_start_gives_the_reason(monkeypatch, clock, error, reas
 
 def test_pynvml_not_installed(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
-    r = telemetry.monitor_for(devices.CudaDevice(0)).result(1)
+    r = detect.monitor_for(nvidia.CudaDevice(0)).result(1)
     assert "pynvml (nvidia-ml-py) is not installed" in r["power"]["reason"]
 
 
@@ -232,7 +241,7 @@ def test_sampler_thread_samples_at_its_rate_and_stops(monkeypatch):
     gpu = FakeGpu(time.perf_counter, update_s=0.02)
     install_nvml(monkeypatch, gpu)
     torch_sees(monkeypatch, uuid=gpu.uuid[4:])
-    mon = telemetry.monitor_for(devices.CudaDevice(0), rate_hz=50)
+    mon = detect.monitor_for(nvidia.CudaDevice(0), rate_hz=50)
     mon.start()
     time.sleep(0.4)
     mon.stop()
@@ -244,10 +253,10 @@ def test_sampler_thread_samples_at_its_rate_and_stops(monkeypatch):
 
 
 def test_rate_comes_from_the_environment(monkeypatch):
-    monkeypatch.setenv(telemetry.RATE_ENV, "5")
-    assert telemetry.sample_rate() == 5.0
-    monkeypatch.setenv(telemetry.RATE_ENV, "fast")
-    assert telemetry.sample_rate() == telemetry.DEFAULT_RATE_HZ
+    monkeypatch.setenv(sampling.RATE_ENV, "5")
+    assert sampling.sample_rate() == 5.0
+    monkeypatch.setenv(sampling.RATE_ENV, "fast")
+    assert sampling.sample_rate() == sampling.DEFAULT_RATE_HZ
 
 
 # AMD.
@@ -257,8 +266,8 @@ def amd_monitor(monkeypatch, clock, gpu=None, **kw):
     smi = fake_amdsmi([gpu], **kw)
     monkeypatch.setitem(sys.modules, "amdsmi", smi)
     torch_sees(monkeypatch, pci_domain_id=0, pci_bus_id=0x18, pci_device_id=0)
-    mon = telemetry.monitor_for(devices.RocmDevice(0), rate_hz=0)
-    assert isinstance(mon, telemetry.SamplingMonitor), getattr(mon, "reason", None)
+    mon = detect.monitor_for(amd.RocmDevice(0), rate_hz=0)
+    assert isinstance(mon, sampling.SamplingMonitor), getattr(mon, "reason", None)
     mon.clock = clock
     return mon, smi
 
@@ -290,13 +299,13 @@ def test_amdsmi_counter_not_supported_uses_socket_power(monkeypatch, clock):
 
 def test_amdsmi_not_installed(monkeypatch):
     monkeypatch.setitem(sys.modules, "amdsmi", None)
-    r = telemetry.monitor_for(devices.RocmDevice(0)).result(1)
+    r = detect.monitor_for(amd.RocmDevice(0)).result(1)
     assert "amdsmi is not installed" in r["power"]["reason"] and "rbench[amd]" in r["power"]["reason"]
 
 
 @pytest.mark.parametrize("kind", ["xpu", "mps"])
 def test_devices_without_a_power_source_say_why(kind):
-    r = telemetry.monitor_for(devices.DEVICES[kind]()).result(1)
+    r = detect.monitor_for(detect.DEVICES[kind]()).result(1)
     assert r["power"]["unavailable"] is True and len(r["power"]["reason"]) > 20
 
 
@@ -304,7 +313,7 @@ def test_devices_without_a_power_source_say_why(kind):
 
 def test_cpu_for_real_on_this_machine():
     """RAPL where readable (energy > 0), else unavailable with the reason; other processes' CPU time either way."""
-    mon = telemetry.monitor_for(devices.CpuDevice())
+    mon = detect.monitor_for(host.CpuDevice())
     mon.start()
     end = time.perf_counter() + 0.3
     while time.perf_counter() < end:
@@ -343,7 +352,7 @@ def set_rapl(root, i, uj):
 def test_rapl_sums_packages_and_unwraps(tmp_path, clock):
     root = make_rapl(tmp_path / "powercap", packages=("package-0", "package-1", "psys"),
                      energy=999_000_000, max_range=1_000_000_000)
-    mon = telemetry.SamplingMonitor(devices.CpuDevice(), telemetry.CpuSource(powercap=root,
+    mon = sampling.SamplingMonitor(host.CpuDevice(), host.CpuSource(powercap=root,
                                                                               cpufreq=tmp_path / "none"),
                                     rate_hz=0, clock=clock)
     mon.start()
@@ -365,24 +374,24 @@ def test_rapl_sums_packages_and_unwraps(tmp_path, clock):
 
 
 def test_rapl_reasons(tmp_path, monkeypatch):
-    assert "does not exist" in telemetry.rapl_domains(tmp_path / "absent")[1]
+    assert "does not exist" in host.rapl_domains(tmp_path / "absent")[1]
     (tmp_path / "empty").mkdir()
-    assert "no intel-rapl zones" in telemetry.rapl_domains(tmp_path / "empty")[1]
+    assert "no intel-rapl zones" in host.rapl_domains(tmp_path / "empty")[1]
     root = make_rapl(tmp_path / "pc")
-    assert telemetry.rapl_domains(root) == ({"package-0": root / "intel-rapl:0"}, None)
+    assert host.rapl_domains(root) == ({"package-0": root / "intel-rapl:0"}, None)
 
-    real = telemetry._read_int
+    real = host._read_int
 
     def denied(path):
         if path.name == "energy_uj":
             raise PermissionError(13, "Permission denied")
         return real(path)
 
-    monkeypatch.setattr(telemetry, "_read_int", denied)
-    _, reason = telemetry.rapl_domains(root)
+    monkeypatch.setattr(host, "_read_int", denied)
+    _, reason = host.rapl_domains(root)
     assert "permission denied" in reason and "root" in reason
-    source = telemetry.CpuSource(powercap=root)
-    mon = telemetry.SamplingMonitor(devices.CpuDevice(), source, rate_hz=0)
+    source = host.CpuSource(powercap=root)
+    mon = sampling.SamplingMonitor(host.CpuDevice(), source, rate_hz=0)
     mon.start()
     mon.stop()
     assert mon.result(1)["power"] == {"unavailable": True, "reason": reason}
@@ -392,7 +401,7 @@ def test_measure_run_brackets_exactly_the_timed_window(clock):
     """The monitor's first sample comes after warm-up and its last after the final synchronise."""
     events = []
 
-    class Source(telemetry.Source):
+    class Source(base.TelemetrySource):
         def sample(self):
             events.append("sample")
             return {"power_w": 100.0}
@@ -402,9 +411,9 @@ def test_measure_run_brackets_exactly_the_timed_window(clock):
             events.append("sync")
 
         def event(self):
-            return devices.HostEvent(lambda: None)
+            return base.HostEvent(lambda: None)
 
-    mon = telemetry.SamplingMonitor(Device(), Source(), rate_hz=0, clock=clock)
+    mon = sampling.SamplingMonitor(Device(), Source(), rate_hz=0, clock=clock)
 
     def step(i):
         clock.advance(0.01)
@@ -438,7 +447,7 @@ def test_table_shows_watts_joules_and_warnings(monkeypatch, clock):
     mon, _ = nvml_monitor(monkeypatch, clock, power_w=350.0, throttle=0x4, sm_clock=1500)
     window(mon, clock, 3.0)
     gpu = ok_record(**mon.result(images=9000))
-    cpu = ok_record(batch_size=1, power=devices.unavailable("RAPL not exposed: /sys/class/powercap does not exist"),
+    cpu = ok_record(batch_size=1, power=base.unavailable("RAPL not exposed: /sys/class/powercap does not exist"),
                     warnings=[])
     table, notes = render([gpu, cpu])
     assert re.search(r"350 W, 0\.117 J/img", table)

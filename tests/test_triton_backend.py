@@ -20,7 +20,9 @@ import torch
 import torchvision
 
 import rbench_kernels
-from rbench import backends, devices, models, runner, spec, triton_backend
+from rbench import spec
+from rbench.hw import detect, host
+from rbench.run import backends, models, runner, triton_backend
 from rbench.spec import Case, Policy
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -114,7 +116,7 @@ def test_autocast_precisions_are_unsupported_with_the_supported_list(precision):
 
 def test_without_a_gpu_triton_cases_need_the_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    reason = backends.REGISTRY["triton"].unsupported(case(), devices.CpuDevice())
+    reason = backends.REGISTRY["triton"].unsupported(case(), host.CpuDevice())
     assert "TRITON_INTERPRET=1" in reason
 
 
@@ -277,7 +279,7 @@ def test_gate_turns_a_wrong_kernel_result_into_incorrect_and_does_not_time(monke
 ])  # resnet18 fp32 is proven by test_triton_case_runs_end_to_end_and_records_its_gate_figure
 def test_whole_network_on_the_kernels_matches_eager_fp32(name, precision):
     c = case(name, precision)
-    device = devices.detect(DEVICE)
+    device = detect.detect(DEVICE)
     workload = models.build(c, device.torch_device)
     module = triton_backend.convert(workload.model, allow_tf32=False)
     error = runner.gate(module, workload, c, device)

@@ -8,11 +8,12 @@ a case on a device (else the one-line reason) and prepares the model. The step b
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from rbench import models
+from rbench.run import models
 from rbench.spec import BACKENDS, Case
 
 
@@ -49,7 +50,7 @@ class TritonBackend(Backend):
     name = "triton"
 
     def unsupported(self, case: Case, device: Any) -> str | None:
-        from rbench import triton_backend
+        from rbench.run import triton_backend
 
         if case.mode != "inference":
             return "inference only: the triton backend has no backward kernels"
@@ -61,7 +62,7 @@ class TritonBackend(Backend):
         return triton_backend.unsupported_model(case.model)
 
     def prepare(self, model: torch.nn.Module, case: Case, device: Any) -> torch.nn.Module:
-        from rbench import triton_backend
+        from rbench.run import triton_backend
 
         return triton_backend.convert(model, allow_tf32=case.precision == "tf32")
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from rbench.models import RESNET_FAMILY
+from rbench.run.models import RESNET_FAMILY
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
@@ -52,7 +52,7 @@ class ConversionError(ValueError):
 
 def _kernels() -> Any:
     # Imported at call time, not at module import: Triton reads TRITON_INTERPRET when it is first
-    # imported, and `rbench.backends` must stay importable on machines where triton is not wanted.
+    # imported, and `rbench.run.backends` must stay importable on machines where triton is not wanted.
     import rbench_kernels
 
     return rbench_kernels

@@ -2,7 +2,7 @@
 
 Figures (matplotlib, Agg, no display needed): throughput against batch size per precision and
 backend; latency p50 to p99; peak memory; energy per image; achieved TFLOP/s as a share of the
-device's vendor peak (`rbench.peaks`); and the "complexity" chart of the ResNet literature, throughput
+device's vendor peak (`rbench.analysis.peaks`); and the "complexity" chart of the ResNet literature, throughput
 against GFLOPs per image with marker area proportional to parameters. `write_html` makes one
 self-contained file (PNGs embedded as base64); `write_pngs` writes the PNGs to a directory.
 This module reads results only: no torch.
@@ -14,11 +14,13 @@ import base64
 import html
 import io
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
-from rbench import compare, peaks, results
+from rbench import results
+from rbench.analysis import compare, peaks
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 LINESTYLES = ("-", "--", "-.", ":")

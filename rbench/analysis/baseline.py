@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rbench import compare, results
+from rbench import results
+from rbench.analysis import compare
 
 DEFAULT_ROOT = Path("results/baselines")
 

@@ -1,4 +1,4 @@
-"""The worker process behind `rbench.runner.Worker`: reads case requests on stdin, answers records.
+"""The worker process behind `rbench.run.runner.Worker`: reads case requests on stdin, answers records.
 
 Protocol: one JSON object per line each way. The worker first answers `{"ready": true}`; then for
 each `{"case": ..., "policy": ...}` it answers `{"record": ...}`. File descriptor 1 is redirected to
@@ -14,7 +14,7 @@ import sys
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m rbench.worker")
+    parser = argparse.ArgumentParser(prog="python -m rbench.run.worker")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
@@ -22,7 +22,7 @@ def main() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
 
-    from rbench import runner
+    from rbench.run import runner
     from rbench.spec import Case, Policy
 
     executor = runner.InProcess(args.device)

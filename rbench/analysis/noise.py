@@ -1,6 +1,6 @@
 """How often does `rbench compare`'s rule cry wolf on this machine, and how big a slowdown does it catch?
 
-    python -m rbench.noise RUN_OR_DIR... [--trials 1000] [--threshold 5%]
+    python -m rbench.analysis.noise RUN_OR_DIR... [--trials 1000] [--threshold 5%]
 
 For every case measured `ok` in the given run files it reports
 
@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from rbench import compare, stats
+from rbench.analysis import compare, stats
 
 FACTORS = (1.0, 1.02, 1.04, 1.06, 1.08, 1.10, 1.20)
 
@@ -55,7 +55,7 @@ def pairwise_rates(sample_sets: Sequence[Sequence[float]], threshold: float = st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rbench.noise", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m rbench.analysis.noise", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run files or directories")
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--threshold", default="5%")

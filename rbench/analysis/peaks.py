@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 SOURCE = "vendor datasheet"
 AMP = {"amp_fp16": "fp16", "amp_bf16": "bf16"}

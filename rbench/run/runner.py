@@ -1,6 +1,6 @@
 """Runs the cases of a suite: one worker process for isolation, time-outs, OOM, the correctness gate.
 
-Cases run in a long-lived worker process (`rbench.worker`) so that a crash, a hang or a poisoned CUDA
+Cases run in a long-lived worker process (`rbench.run.worker`) so that a crash, a hang or a poisoned CUDA
 context costs one case, not the suite: the worker is killed and restarted and the case is recorded
 `timeout` or `error`. Each record is appended to the run file the moment it exists.
 """
@@ -15,11 +15,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from rbench import results
 from rbench.spec import Case, Policy
@@ -61,7 +61,7 @@ def gate(module: Any, workload: Any, case: Case, device: Any) -> float:
     """The backend's output against the eager fp32 (IEEE) model on the case's first input buffer."""
     import torch
 
-    from rbench import models
+    from rbench.run import models
 
     reference = models.reference_model(case, device.torch_device)
     x = workload.inputs[0]
@@ -81,7 +81,7 @@ def execute(case: Case, policy: Policy, device: Any, monitor: Any) -> dict[str, 
     """Measure one case in this process; every outcome becomes a record, nothing escapes."""
     import torch
 
-    from rbench import backends, measure, models
+    from rbench.run import backends, measure, models
 
     state: dict[str, Any] = {}
     try:
@@ -142,10 +142,10 @@ class InProcess:
     """Runs cases in this process: no isolation from crashes or hangs (for tests and debugging)."""
 
     def __init__(self, device_kind: str):
-        from rbench import devices, telemetry
+        from rbench.hw import detect
 
-        self.device = devices.detect(device_kind)
-        self.monitor = telemetry.monitor_for(self.device)
+        self.device = detect.detect(device_kind)
+        self.monitor = detect.monitor_for(self.device)
 
     def run(self, case: Case, policy: Policy) -> dict[str, Any]:
         return execute(case, policy, self.device, self.monitor)
@@ -155,7 +155,7 @@ class InProcess:
 
 
 class Worker:
-    """Runs cases in a child process (`python -m rbench.worker`), restarted after a crash or time-out.
+    """Runs cases in a child process (`python -m rbench.run.worker`), restarted after a crash or time-out.
 
     The worker's own output (warnings, compiler logs, tracebacks) goes to `log_path`, so the live
     display stays readable and a crash's last words are kept.
@@ -171,7 +171,7 @@ class Worker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rbench.worker", "--device", self.device_kind],
+            [sys.executable, "-m", "rbench.run.worker", "--device", self.device_kind],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
         log.close()
         self.lines = queue.Queue()

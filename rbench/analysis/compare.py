@@ -4,7 +4,7 @@ BASE and NEW are rbench run files, pytest-benchmark JSON files, or directories h
 baseline set). Cases are matched by their key (rbench: model, batch, image size, precision, backend,
 mode, memory format; pytest-benchmark: the benchmark's fullname and params). A case measured on
 different hardware or software is not comparable: unless `across_machines`, a mismatch raises
-`MachineMismatch` naming what differs. Timing verdicts come from `rbench.stats` (the rule is there);
+`MachineMismatch` naming what differs. Timing verdicts come from `rbench.analysis.stats` (the rule is there);
 status changes (ok -> oom, ok -> incorrect, ...) are regressions of their own.
 
 This module reads results only: no torch, so it runs on any laptop.
@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
-from rbench import results, stats
+from rbench import results
+from rbench.analysis import stats
 
 RBENCH = "rbench"
 PYTEST_BENCHMARK = "pytest-benchmark"
 # Software whose version changes performance; a baseline from other versions is another machine.
 SOFTWARE_FIELDS = ("torch", "cuda", "hip", "cudnn", "triton")
 FAIL_ON = ("slower", "status", "any")
-# Verdicts beyond the timing ones of rbench.stats.
+# Verdicts beyond the timing ones of rbench.analysis.stats.
 STATUS_VERDICTS = ("regressed", "fixed", "status_changed", "not_timed", "new", "missing")
 ORDER = ("regressed", "slower", "faster", "fixed", "inconclusive", "status_changed", "new", "missing",
          "unchanged", "not_timed")
@@ -186,7 +188,7 @@ def from_pytest_benchmark(path: Path, data: Mapping[str, Any]) -> Source:
     """A pytest-benchmark JSON file (`pytest --benchmark-json`). Times there are seconds; here ms.
 
     Raw per-round times are present only with `--benchmark-save-data`; otherwise the verdict falls back
-    to the summary statistics (see `rbench.stats.summary_ratio`).
+    to the summary statistics (see `rbench.analysis.stats.summary_ratio`).
     """
     info = data.get("machine_info") or {}
     env = info.get("rbench_env") if isinstance(info.get("rbench_env"), dict) else None

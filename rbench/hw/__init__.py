@@ -1,0 +1,1 @@
+"""Everything that touches a vendor library, /proc or /sys: devices, identity, telemetry (see detect.py)."""
