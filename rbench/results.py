@@ -12,16 +12,18 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import re
 import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rbench.names import slug
+from rbench.spec import KEY_FIELDS, record_key
+
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error", "timeout", "incorrect", "unsupported", "over_budget", "skipped")
-CASE_FIELDS = ("model", "batch_size", "image_size", "precision", "backend", "mode", "memory_format")
+CASE_FIELDS = KEY_FIELDS  # what identifies a case across runs; defined once, in rbench.spec
 RUN_SUFFIX = ".jsonl"
 
 
@@ -31,7 +33,7 @@ def now() -> str:
 
 def case_key(record: dict[str, Any]) -> tuple:
     """The fields that identify a case across runs (what `compare` matches on)."""
-    return tuple(record.get(f) for f in CASE_FIELDS)
+    return record_key(record)
 
 
 def new_record(case: Any, status: str, reason: str = "", **metrics: Any) -> dict[str, Any]:
@@ -51,7 +53,7 @@ def new_record(case: Any, status: str, reason: str = "", **metrics: Any) -> dict
 
 def default_path(out_dir: str | Path, suite_name: str, device_kind: str) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{suite_name}-{device_kind}-{socket.gethostname()}")
+    safe = slug(f"{suite_name}-{device_kind}-{socket.gethostname()}")
     path = Path(out_dir) / f"{safe}-{stamp}{RUN_SUFFIX}"
     n = 1
     while path.exists():

@@ -25,6 +25,26 @@ DEVICES = ("auto", "cuda", "rocm", "xpu", "mps", "cpu")
 DEVICE_KINDS = ("cuda", "rocm", "xpu", "mps", "cpu")
 
 
+# What identifies a case across runs (what `rbench compare` matches on), and its id for people. A field
+# added later gets a default here, so that records written before it existed keep matching.
+KEY_FIELDS = ("model", "batch_size", "image_size", "precision", "backend", "mode", "memory_format")
+KEY_DEFAULTS: dict[str, Any] = {}
+
+
+def record_key(record: Mapping[str, Any]) -> tuple:
+    """The case key of a record (or of `Case.to_dict()`)."""
+    return tuple(record.get(f, KEY_DEFAULTS.get(f)) for f in KEY_FIELDS)
+
+
+def record_id(record: Mapping[str, Any]) -> str:
+    """`resnet50/bs32/224px/fp16/compile/inference/channels_last`: the case's id, as the record stores it."""
+    if record.get("case_id"):
+        return str(record["case_id"])
+    r = record
+    return (f"{r.get('model')}/bs{r.get('batch_size')}/{r.get('image_size')}px/{r.get('precision')}/"
+            f"{r.get('backend')}/{r.get('mode')}/{r.get('memory_format')}")
+
+
 class SpecError(ValueError):
     """A suite that cannot be used; the message is one line naming the file, the field and what is allowed."""
 
@@ -63,13 +83,11 @@ class Case:
     device: str
 
     def key(self) -> tuple:
-        return (self.model, self.batch_size, self.image_size, self.precision, self.backend,
-                self.mode, self.memory_format)
+        return record_key(self.to_dict())
 
     @property
     def id(self) -> str:
-        return (f"{self.model}/bs{self.batch_size}/{self.image_size}px/{self.precision}/"
-                f"{self.backend}/{self.mode}/{self.memory_format}")
+        return record_id(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

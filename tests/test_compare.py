@@ -15,7 +15,7 @@ import pytest
 import realruns
 
 from rbench import cli, results
-from rbench.analysis import baseline, compare, stats
+from rbench.analysis import baseline, compare, render, stats
 from rbench.spec import Case
 
 ENV = {"device": {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3"},
@@ -64,7 +64,7 @@ def run_cli(*argv: str, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
 def test_aa_two_real_cpu_runs_give_no_slower_verdict(real, capsys):
     cmp = compare.compare_paths([real["a"]], [real["a2"]])
     verdicts = {r.label: r.verdict for r in cmp.rows}
-    assert len(verdicts) == 2 and "slower" not in verdicts.values(), compare.text_footer(cmp)
+    assert len(verdicts) == 2 and "slower" not in verdicts.values(), render.text_footer(cmp)
     code, out, _ = run_cli("compare", str(real["a"]), str(real["a2"]), capsys=capsys)
     assert code == 0, out
 
@@ -224,7 +224,7 @@ def test_measurement_flags_are_shown_without_changing_the_verdict(tmp_path):
     new = write_run(tmp_path / "n.jsonl", [slow])
     (row,) = compare.compare_paths([base], [new]).rows
     assert row.verdict == "slower" and row.reason == "new ⚠ other_processes, throttled"
-    assert "new ⚠ other_processes, throttled" in compare.to_markdown(compare.compare_paths([base], [new]))
+    assert "new ⚠ other_processes, throttled" in render.to_markdown(compare.compare_paths([base], [new]))
 
 
 # Machine matching.

@@ -14,14 +14,14 @@ import getpass
 import hashlib
 import json
 import os
-import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rbench import results
-from rbench.analysis import compare
+from rbench.analysis import compare, sources
+from rbench.names import slug
 
 DEFAULT_ROOT = Path("results/baselines")
 
@@ -30,50 +30,46 @@ class BaselineError(ValueError):
     """A baseline that cannot be stored or found: the message says why (exit status 2, or 1 for `find`)."""
 
 
-def _slug(text: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "unknown"
-
-
-def _single(path: str | Path) -> compare.Source:
+def _single(path: str | Path) -> sources.ResultFile:
     p = Path(path)
     if not p.is_file():
         raise BaselineError(f"{p}: no such file (give one run file or pytest-benchmark JSON)")
     try:
-        (source,) = compare.load(p)
+        (source,) = sources.load(p)
     except compare.CompareError as e:
         raise BaselineError(str(e)) from None
     return source
 
 
-def _device_of(source: compare.Source) -> tuple[Any, Any]:
+def _device_of(source: sources.ResultFile) -> tuple[Any, Any]:
     ident = source.identity
     return ident.get("device.kind"), ident.get("device.name") or ident.get("cpu")
 
 
-def filename(source: compare.Source) -> str:
-    if source.kind == compare.PYTEST_BENCHMARK:
+def filename(source: sources.ResultFile) -> str:
+    if source.kind == sources.PYTEST_BENCHMARK:
         return source.path.name
     kind, name = _device_of(source)
-    return f"{_slug(source.suite)}-{_slug(kind)}-{_slug(name)}{results.RUN_SUFFIX}"
+    return f"{slug(source.suite)}-{slug(kind)}-{slug(name)}{results.RUN_SUFFIX}"
 
 
-def _same_slot(a: compare.Source, b: compare.Source) -> bool:
+def _same_slot(a: sources.ResultFile, b: sources.ResultFile) -> bool:
     """Whether b is an older baseline of the same suite on the same device as a (so a replaces it)."""
     if a.kind != b.kind:
         return False
-    if a.kind == compare.PYTEST_BENCHMARK:
+    if a.kind == sources.PYTEST_BENCHMARK:
         return a.path.name == b.path.name and _device_of(a) == _device_of(b)
     return a.suite == b.suite and _device_of(a) == _device_of(b)
 
 
-def _sources_below(root: Path) -> list[compare.Source]:
+def _sources_below(root: Path) -> list[sources.ResultFile]:
     if not root.is_dir():
         return []
     out = []
     for f in sorted(root.rglob("*")):
         if f.is_file() and f.suffix in (".jsonl", ".json"):
             try:
-                s = compare._load_file(f, explicit=False)
+                s = sources.load_file(f, explicit=False)
             except compare.CompareError:
                 continue  # not a result file; a baseline directory may hold a README or notes
             if s is not None:
@@ -89,7 +85,7 @@ def update(run_path: str | Path, into: str | Path, allow_incomplete: bool = Fals
     """
     source = _single(run_path)
     into = Path(into)
-    if source.kind == compare.RBENCH:
+    if source.kind == sources.RBENCH:
         if source.status != "complete" and not allow_incomplete:
             raise BaselineError(f"{run_path}: the run is {source.status}; a baseline should be a complete run "
                                 "(finish it with rbench run --resume, or pass --allow-incomplete)")
@@ -98,7 +94,7 @@ def update(run_path: str | Path, into: str | Path, allow_incomplete: bool = Fals
     data = Path(run_path).read_bytes()
     provenance = {"time": results.now(), "source": str(Path(run_path).resolve()),
                   "sha256": hashlib.sha256(data).hexdigest(), "by": _user(), "host": socket.gethostname()}
-    if source.kind == compare.RBENCH:
+    if source.kind == sources.RBENCH:
         text = data if data.endswith(b"\n") else data + b"\n"
         text += (json.dumps({"type": "baseline", **provenance}) + "\n").encode()
     else:
@@ -129,12 +125,12 @@ class Entry:
     """One baseline file, for `list` and `find`."""
 
     directory: Path
-    source: compare.Source
+    source: sources.ResultFile
     promoted: str
 
 
-def _promoted(source: compare.Source) -> str:
-    if source.kind == compare.PYTEST_BENCHMARK:
+def _promoted(source: sources.ResultFile) -> str:
+    if source.kind == sources.PYTEST_BENCHMARK:
         try:
             return (json.loads(source.path.read_text()).get("rbench_baseline") or {}).get("time", "")
         except (OSError, ValueError):
@@ -165,7 +161,7 @@ def find(run_path: str | Path, root: str | Path = DEFAULT_ROOT) -> list[Entry]:
         s = e.source
         if s.kind != source.kind:
             return False
-        if s.kind == compare.PYTEST_BENCHMARK:
+        if s.kind == sources.PYTEST_BENCHMARK:
             return bool(set(s.items) & set(source.items))
         return s.suite == source.suite
 
@@ -173,7 +169,7 @@ def find(run_path: str | Path, root: str | Path = DEFAULT_ROOT) -> list[Entry]:
     matches = [e for e in same_suite if not compare.differences(e.source.identity, source.identity)]
     if matches:
         return sorted(matches, key=lambda e: (e.promoted or e.source.started), reverse=True)
-    what = f"suite {source.suite!r}" if source.kind == compare.RBENCH else "these benchmarks"
+    what = f"suite {source.suite!r}" if source.kind == sources.RBENCH else "these benchmarks"
     if not same_suite:
         raise BaselineError(f"no baseline of {what} under {root} (there are {len(all_entries)} other baseline "
                             f"files); create one with: rbench baseline update {run_path} --into {Path(root) / '<name>'}")

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rbench.analysis import compare, stats
+from rbench.analysis import compare, sources, stats
 
 FACTORS = (1.0, 1.02, 1.04, 1.06, 1.08, 1.10, 1.20)
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     threshold = compare.parse_threshold(args.threshold)
     by_case: dict[str, list[list[float]]] = {}
     for path in args.runs:
-        for src in compare.load(path):
+        for src in sources.load(path):
             for item in src.items.values():
                 if item.status == "ok" and item.samples_ms:
                     by_case.setdefault(item.label, []).append(item.samples_ms)

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from rbench import results
-from rbench.analysis import compare, peaks
+from rbench.analysis import peaks, sources
+from rbench.spec import record_id
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 LINESTYLES = ("-", "--", "-.", ":")
@@ -78,7 +79,7 @@ def load_runs(paths: Sequence[str | Path], table: peaks.PeakTable | None = None)
             host = (run.env.get("host") or {}).get("hostname", "")
             runs.append(RunInfo(
                 label=name, path=run.path, device=name, kind=str(device.get("kind", "?")),
-                suite=str(run.suite.get("name", "?")), machine=compare.describe_env(run.env),
+                suite=str(run.suite.get("name", "?")), machine=sources.describe_env(run.env),
                 started=str(run.header.get("started", "")), status=run.status, host=str(host),
                 records=run.latest_records(), peak=table.lookup(name)))
     if not runs:
@@ -384,13 +385,13 @@ def case_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
             lat = r.get("latency_ms") or {}
             frac = fraction_of_peak(run, r)
             rows.append({
-                "case": compare.case_label(r), "run": run.label, "status": r.get("status", "?"),
+                "case": record_id(r), "run": run.label, "status": r.get("status", "?"),
                 "img/s": _fmt(r.get("throughput_ips"), ",.1f"), "p50 ms": _fmt(lat.get("p50"), ".3g"),
                 "p90 ms": _fmt(lat.get("p90"), ".3g"), "p99 ms": _fmt(lat.get("p99"), ".3g"),
                 "peak MiB": _fmt(_mib(r), ",.0f"), "W": _fmt(_power(r, "avg_w"), ".0f"),
                 "J/img": _fmt(_power(r, "j_per_image"), ".3g"), "TFLOP/s": _fmt(r.get("tflops"), ".3g"),
                 "% peak": _fmt(None if frac is None else 100 * frac, ".1f"),
-                "_sort": (compare.case_label(r), run.label)})
+                "_sort": (record_id(r), run.label)})
     rows.sort(key=lambda x: x["_sort"])
     return rows
 
@@ -469,7 +470,7 @@ def side_by_side(runs: list[RunInfo]) -> Any:
     for run in runs:
         for r in run.records:
             cell = _fmt(r.get("throughput_ips"), ",.1f") if r.get("status") == "ok" else f"[dim]{r.get('status')}[/dim]"
-            cases.setdefault(compare.case_label(r), {})[run.label] = cell
+            cases.setdefault(record_id(r), {})[run.label] = cell
     for case in sorted(cases):
         table.add_row(case, *(cases[case].get(run.label, "") for run in runs))
     return table

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -64,11 +64,6 @@ class Verdict:
     estimate: Estimate | None
     threshold: float
     reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {"verdict": self.verdict, "threshold": self.threshold, "reason": self.reason}
-        d.update(asdict(self.estimate) if self.estimate else {})
-        return d
 
 
 def _bootstrap_medians(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from rbench.names import one_line
+
 
 class HostEvent:
     """A timestamp on the host clock; correct only for devices whose work is done when the call returns."""
@@ -134,7 +136,8 @@ def text(value: Any) -> Any:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 def library_reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".strip().rstrip(":")[:200]
+    """A vendor library's failure as one line (for `unavailable` reasons)."""
+    return one_line(exc, 200)
 
 def number(v: Any) -> float | None:
     """`v` if it is a real number (not a bool, not "N/A"), else None."""

@@ -20,6 +20,7 @@ from rbench.hw.base import (
     Query,
     TelemetrySource,
     Unavailable,
+    library_reason,
     pci_bus_id,
     text,
     unavailable,
@@ -60,7 +61,7 @@ def nvml_reason(nvml: Any, exc: BaseException) -> str:
     value = getattr(exc, "value", None)
     if value in known:
         return known[value]
-    return f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    return library_reason(exc)
 
 
 def load_nvml() -> Any:

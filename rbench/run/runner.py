@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rbench import results
+from rbench.names import one_line
 from rbench.spec import Case, Policy
 
 # Whole-network relative error allowed by the correctness gate, per precision. Error accumulates over
@@ -30,11 +31,6 @@ from rbench.spec import Case, Policy
 # correct summation order.
 GATE_TOLERANCE = {"fp32": 5e-5, "tf32": 2.5e-3, "fp16": 1e-2, "amp_fp16": 1e-2, "bf16": 5e-2, "amp_bf16": 5e-2}
 READY_TIMEOUT_S = 300.0
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")[:300]
 
 
 def is_oom(exc: BaseException) -> bool:
