@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rbench import results
-from rbench.run import runner
+from rbench.run import isolation, runner
 from rbench.spec import Case, Policy
 
 FAST = Policy(warmup_iters=1, warmup_s=0.0, min_iters=3, min_s=0.0, max_s=20.0, timeout_s=120)
@@ -19,7 +19,7 @@ def case(batch=1, size=32, model="resnet18", precision="fp32", backend="eager", 
 
 
 def test_ok_record_has_every_documented_field():
-    record = runner.InProcess("cpu").run(case(batch=2), FAST)
+    record = isolation.InProcess("cpu").run(case(batch=2), FAST)
     assert record["status"] == "ok", record["reason"]
     for key in ("status", "reason", "model", "batch_size", "image_size", "precision", "backend", "mode",
                 "memory_format", "device", "throughput_ips", "latency_ms", "samples_ms", "flops_per_image",
@@ -43,7 +43,7 @@ def test_simulated_oom_is_recorded_and_the_next_case_runs(monkeypatch):
         return original(self, x, weight, bias)
 
     monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", conv_forward)
-    executor = runner.InProcess("cpu")
+    executor = isolation.InProcess("cpu")
     released = []
     monkeypatch.setattr(executor.device, "release_memory", lambda: released.append(True))
     records = [executor.run(c, FAST) for c in (case(batch=4), case(batch=1))]
@@ -58,13 +58,13 @@ def test_exception_is_recorded_as_error_with_one_line(monkeypatch):
         raise RuntimeError("kernel exploded\nwith a second line")
 
     monkeypatch.setattr(torch.nn.Linear, "forward", boom)
-    record = runner.InProcess("cpu").run(case(), FAST)
+    record = isolation.InProcess("cpu").run(case(), FAST)
     assert record["status"] == "error"
     assert record["reason"] == "RuntimeError: kernel exploded"
 
 
 def test_case_that_cannot_fit_is_over_budget_not_shrunk():
-    record = runner.InProcess("cpu").run(case(batch=2, size=64), Policy(warmup_iters=1, warmup_s=0, min_iters=100000,
+    record = isolation.InProcess("cpu").run(case(batch=2, size=64), Policy(warmup_iters=1, warmup_s=0, min_iters=100000,
                                                                         min_s=0, max_s=1.0))
     assert record["status"] == "over_budget"
     assert "min_iters=100000" in record["reason"] and "max_s=1 s" in record["reason"]
@@ -72,7 +72,7 @@ def test_case_that_cannot_fit_is_over_budget_not_shrunk():
 
 
 def test_unsupported_precision_is_recorded_with_reason():
-    record = runner.InProcess("cpu").run(case(precision="tf32"), FAST)
+    record = isolation.InProcess("cpu").run(case(precision="tf32"), FAST)
     assert record["status"] == "unsupported"
     assert "tf32" in record["reason"]
 
@@ -88,7 +88,7 @@ def test_gate_turns_a_wrong_backend_output_into_incorrect(monkeypatch):
             return lambda x: model(x) * 1.01
 
     monkeypatch.setitem(backends.REGISTRY, "compile", Wrong())
-    record = runner.InProcess("cpu").run(case(backend="compile"), FAST)
+    record = isolation.InProcess("cpu").run(case(backend="compile"), FAST)
     assert record["status"] == "incorrect"
     assert record["gate_error"] == pytest.approx(0.01, rel=1e-3)
     assert record["gate_tolerance"] == runner.GATE_TOLERANCE["fp32"]
@@ -96,7 +96,7 @@ def test_gate_turns_a_wrong_backend_output_into_incorrect(monkeypatch):
 
 
 def test_worker_time_out_kills_the_case_and_the_next_one_runs(tmp_path):
-    worker = runner.Worker("cpu", tmp_path / "w.log")
+    worker = isolation.Worker("cpu", tmp_path / "w.log")
     try:
         slow = worker.run(case(batch=8, size=224, model="resnet50"),
                           Policy(warmup_iters=1, warmup_s=0, min_iters=1000, min_s=60, max_s=1000, timeout_s=3))
@@ -122,7 +122,7 @@ def test_worker_crash_is_recorded_and_the_worker_restarts(tmp_path, monkeypatch)
         r.execute = execute
     """))
     monkeypatch.setenv("PYTHONPATH", f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    worker = runner.Worker("cpu", tmp_path / "w.log")
+    worker = isolation.Worker("cpu", tmp_path / "w.log")
     try:
         crashed = worker.run(case(batch=3), FAST)
         after = worker.run(case(batch=1), FAST)
@@ -136,7 +136,7 @@ def test_worker_crash_is_recorded_and_the_worker_restarts(tmp_path, monkeypatch)
 def test_run_cases_appends_each_record_and_marks_skipped(tmp_path):
     writer = results.RunWriter.create(tmp_path / "r.jsonl", {"name": "t"}, {"device": {"name": "cpu"}})
     cases = [case(batch=1), case(batch=2)]
-    runner.run_cases(cases, FAST, runner.InProcess("cpu"), writer, selected=lambda c: c.batch_size == 1)
+    runner.run_cases(cases, FAST, isolation.InProcess("cpu"), writer, selected=lambda c: c.batch_size == 1)
     lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert [line["type"] for line in lines] == ["run", "record", "record"]
     assert [line["status"] for line in lines[1:]] == ["ok", "skipped"]

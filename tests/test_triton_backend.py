@@ -22,7 +22,7 @@ import torchvision
 import rbench_kernels
 from rbench import spec
 from rbench.hw import detect, host
-from rbench.run import backends, models, runner, triton_backend
+from rbench.run import backends, isolation, models, runner, triton_backend
 from rbench.spec import Case, Policy
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -35,7 +35,7 @@ def case(model="resnet18", precision="fp32", backend="triton", mode="inference",
 
 
 def executor():
-    return runner.InProcess(DEVICE)
+    return isolation.InProcess(DEVICE)
 
 
 class Recorder:

@@ -15,7 +15,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rbench.console import notes, progress, run_table, status_counts
-    from rbench.run import runner, session
+    from rbench.run import isolation, session
 
     try:
         if args.resume:
@@ -34,8 +34,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(f"[bold]{s.suite.name}[/]: {len(s.todo)} cases on {s.device.name} ({s.device.kind}); "
                   f"results -> {s.path}")
 
-    executor = (runner.InProcess(s.device.kind) if args.isolation == "none"
-                else runner.Worker(s.device.kind, s.path.with_suffix(".log")))
+    executor = (isolation.InProcess(s.device.kind) if args.isolation == "none"
+                else isolation.Worker(s.device.kind, s.path.with_suffix(".log")))
     signal.signal(signal.SIGTERM, _terminate)
     try:
         with progress(console) as bar:

@@ -1,4 +1,4 @@
-"""The worker process behind `rbench.run.runner.Worker`: reads case requests on stdin, answers records.
+"""The worker process behind `rbench.run.isolation.Worker`: reads case requests on stdin, answers records.
 
 Protocol: one JSON object per line each way. The worker first answers `{"ready": true}`; then for
 each `{"case": ..., "policy": ...}` it answers `{"record": ...}`. File descriptor 1 is redirected to
@@ -22,10 +22,10 @@ def main() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
 
-    from rbench.run import runner
+    from rbench.run import isolation
     from rbench.spec import Case, Policy
 
-    executor = runner.InProcess(args.device)
+    executor = isolation.InProcess(args.device)
     protocol.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
         if not line.strip():
