@@ -8,10 +8,9 @@ Each round replays a CUDA graph of `calls` calls that cycle through input sets l
 ratios, cuDNN alone, matmul and add_act is `python benchmarks/kernel_bench.py`.  Skipped without a GPU.
 """
 
+import kernel_bench as kb
 import pytest
 import torch
-
-import kernel_bench as kb
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="kernel benchmarks need a CUDA/ROCm GPU")
 

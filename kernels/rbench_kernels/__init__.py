@@ -3,11 +3,14 @@
 The contract (DESIGN.md §3); `rbench_kernels.reference` has the same four functions in plain PyTorch:
 
     conv_bn_act(x, weight, scale, shift, *, stride=1, padding=0, dilation=1, groups=1,
-                residual=None, relu=True, allow_tf32=False) -> Tensor
+                residual=None, relu=True, allow_tf32=False, out=None) -> Tensor
     conv1x1_bn_act(x, weight, scale, shift, *, stride=1, residual=None, relu=True,
-                   allow_tf32=False) -> Tensor
-    add_act(x, residual, *, relu=True) -> Tensor
+                   allow_tf32=False, out=None) -> Tensor
+    add_act(x, residual, *, relu=True, out=None) -> Tensor
     fold_bn(bn, conv_bias=None) -> tuple[Tensor, Tensor]
+
+`out=` is an optional preallocated output (channels_last for 4-D results, of the result's shape,
+dtype and device), written and returned; anything else raises ValueError naming `out`.
 
 Under TRITON_INTERPRET=1 (set before this import) the kernels run on the CPU.  This package imports
 only torch and triton, never rbench.

@@ -1,13 +1,11 @@
-"""Helpers shared by the kernel launchers: interpreter detection, GPU family, argument checks."""
+"""What every launcher checks and decides: interpreter or GPU, GPU family, arguments, the output buffer."""
 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-import triton
-import triton.language as tl
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -38,11 +36,6 @@ def gpu_family(device: torch.device) -> str:
         return "gfx942"
     major, _ = torch.cuda.get_device_capability(device)
     return "sm90" if major >= 9 else "sm80"
-
-
-def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
-    """`tl.dot` input precision: tf32 only when asked for and the inputs are fp32."""
-    return "tf32" if (dtype == torch.float32 and allow_tf32) else "ieee"
 
 
 def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -111,60 +104,27 @@ def channels_last(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last)
 
 
-def empty_output(shape: tuple[int, int, int, int], like: torch.Tensor, out: torch.Tensor | None, name: str = "out"):
-    """A channels_last output of `shape`, or `out` checked to be one (tests pass NaN-filled buffers)."""
+def output(
+    shape: tuple[int, ...],
+    like: torch.Tensor,
+    out: object = None,
+    memory_format: torch.memory_format = torch.channels_last,
+) -> torch.Tensor:
+    """The result: a new dense tensor of `shape` in `like`'s dtype and device, or `out` checked to be one.
+
+    `out` (the public functions' `out=`) must match shape, dtype and device exactly and be dense in
+    `memory_format` (channels_last for 4-D results): the kernels write it as one flat array.
+    """
     if out is None:
-        return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=torch.channels_last)
+        return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"out must be a torch.Tensor or None, got {type(out).__name__}")
     if tuple(out.shape) != tuple(shape) or out.dtype != like.dtype or out.device != like.device:
         raise ValueError(
-            f"{name} must be {like.dtype} of shape {tuple(shape)} on {like.device}, "
+            f"out must be {like.dtype} of shape {tuple(shape)} on {like.device}, "
             f"got {out.dtype} {tuple(out.shape)} on {out.device}"
         )
-    if not out.is_contiguous(memory_format=torch.channels_last):
-        raise ValueError(f"{name} must be channels_last contiguous, got strides {out.stride()}")
+    if not out.is_contiguous(memory_format=memory_format):
+        layout = "channels_last" if memory_format == torch.channels_last else "contiguous (row-major)"
+        raise ValueError(f"out must be {layout} and dense, got strides {out.stride()} for shape {tuple(out.shape)}")
     return out
-
-
-def make_configs(rows: Sequence[tuple[int, ...]], group_m: int = 8) -> list[triton.Config]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) rows as triton.Configs."""
-    return [
-        triton.Config(
-            {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m}, num_warps=w, num_stages=s
-        )
-        for bm, bn, bk, w, s in rows
-    ]
-
-
-def prune_gemm_configs(configs: list[triton.Config], m: int, n: int, reduction: int) -> list[triton.Config]:
-    """Drop configs whose tiles are far larger than the problem; keep at least one."""
-    limit_m = max(64, triton.next_power_of_2(m))
-    limit_n = max(64, triton.next_power_of_2(n))
-    limit_k = max(32, triton.next_power_of_2(reduction))
-    kept = [
-        c
-        for c in configs
-        if c.kwargs["BLOCK_M"] <= limit_m and c.kwargs["BLOCK_N"] <= limit_n and c.kwargs["BLOCK_K"] <= limit_k
-    ]
-    if kept:
-        return kept
-    return [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"])]
-
-
-@triton.jit
-def bn_act_store(acc, offs_m, offs_n, m_ok, n_ok, n, p, q, K, scale_ptr, shift_ptr,
-                 res_ptr, stride_rn, stride_rk, stride_rp, stride_rq, y_ptr,
-                 HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr):
-    """The epilogue both convolution kernels share, in fp32: BatchNorm affine, residual, ReLU; then
-    one store in the output dtype. Rows are output pixels (n, p, q), columns output channels; the
-    output is a dense row-major (N·P·Q, K) matrix (NHWC)."""
-    scale = tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)
-    shift = tl.load(shift_ptr + offs_n, mask=n_ok, other=0.0)
-    y = acc * scale[None, :] + shift[None, :]
-    out_mask = m_ok[:, None] & n_ok[None, :]
-    if HAS_RESIDUAL:
-        res_rows = n * stride_rn + p * stride_rp + q * stride_rq
-        res = tl.load(res_ptr + res_rows[:, None] + offs_n[None, :] * stride_rk, mask=out_mask, other=0.0)
-        y += res.to(tl.float32)
-    if RELU:
-        y = tl.maximum(y, 0.0)
-    tl.store(y_ptr + offs_m[:, None] * K + offs_n[None, :], y.to(y_ptr.dtype.element_ty), mask=out_mask)

@@ -12,7 +12,16 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import FAMILIES, channels_last, check_devices, check_same_dtype, check_tensor, gpu_family, interpreting
+from ._common import (
+    FAMILIES,
+    channels_last,
+    check_devices,
+    check_same_dtype,
+    check_tensor,
+    gpu_family,
+    interpreting,
+    output,
+)
 
 
 @triton.jit
@@ -47,22 +56,27 @@ assert set(CONFIGS) == set(FAMILIES)
 INTERPRETER_CONFIG = {"BLOCK": 1024}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tuned(family: str):
     configs = [triton.Config({"BLOCK": b}, num_warps=w, num_stages=1) for b, w in CONFIGS[family]]
     return triton.autotune(configs=configs, key=["numel", "RELU"])(add_act_kernel)
 
 
-def add_act_out(
+def add_act(
     x: torch.Tensor, residual: torch.Tensor, *, relu: bool = True, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """`add_act` writing into `out` when given; see `add_act`."""
+    """y = act(x + residual) for tensors of one shape and dtype; the sum is formed in fp32.
+
+    Returns x's dtype; 4-D results are channels_last (NCHW operands are converted once per call),
+    others contiguous.  `out`, when given, is a preallocated tensor of x's shape, dtype and device in
+    that memory format, written and returned.  Forward only.
+    """
     check_tensor(x, "x")
     check_tensor(residual, "residual")
     check_same_dtype(x, residual, "residual")
     if x.shape != residual.shape:
         raise ValueError(f"residual must have x's shape {tuple(x.shape)}, got {tuple(residual.shape)}")
-    check_devices({"x": x, "residual": residual, "out": out})
+    check_devices({"x": x, "residual": residual})
 
     # 4-D tensors are computed and returned channels_last (NCHW operands are converted once);
     # anything else in row-major order.
@@ -72,15 +86,7 @@ def add_act_out(
     else:
         x, residual = x.contiguous(), residual.contiguous()
         fmt = torch.contiguous_format
-    if out is None:
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
-    elif out.shape != x.shape or out.dtype != x.dtype or out.device != x.device or not out.is_contiguous(
-        memory_format=fmt
-    ):
-        raise ValueError(
-            f"out must be a dense {x.dtype} tensor of shape {tuple(x.shape)} on {x.device} in x's memory format, "
-            f"got {out.dtype} {tuple(out.shape)} on {out.device} with strides {out.stride()}"
-        )
+    out = output(tuple(x.shape), x, out, fmt)
     numel = x.numel()
     if numel == 0:
         return out
@@ -94,12 +100,3 @@ def add_act_out(
         with torch.cuda.device(x.device):
             _tuned(gpu_family(x.device))[grid](x, residual, out, numel, RELU=bool(relu))
     return out
-
-
-def add_act(x: torch.Tensor, residual: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
-    """y = act(x + residual) for tensors of one shape and dtype; the sum is formed in fp32.
-
-    Returns x's dtype; 4-D results are channels_last (NCHW operands are converted once per call),
-    others contiguous.  Forward only.
-    """
-    return add_act_out(x, residual, relu=relu)

@@ -66,23 +66,24 @@ class Result:
 def _jobs(targets: list[str], kernels: list[str]) -> list[Job]:
     """Every shipped config of every kernel, for each target and the dtypes it serves."""
     from . import add, conv, conv1x1
+    from ._gemm import ConfigKind
 
     jobs: list[Job] = []
     for t in targets:
         if "conv" in kernels:
-            for cfg in conv.CONFIGS[t]["16"]:
+            for cfg in conv.CONFIGS[t][ConfigKind.HALF]:
                 jobs += [Job("conv", "3x3", t, dt, cfg) for dt in ("fp16", "bf16")]
-            for cfg in conv.CONFIGS[t]["32"]:
+            for cfg in conv.CONFIGS[t][ConfigKind.FP32]:
                 jobs += [Job("conv", "3x3", t, dt, cfg) for dt in ("tf32", "fp32")]
             # the stem's flattened taps and ResNeXt's grouped tiles: other code, own configs
-            for cfg in conv.CONFIGS[t]["gather"]:
+            for cfg in conv.CONFIGS[t][ConfigKind.GATHER]:
                 jobs += [Job("conv", v, t, dt, cfg) for v in ("stem7x7", "grouped") for dt in ("fp16", "tf32")]
                 jobs += [Job("conv", "grouped", t, "bf16", cfg), Job("conv", "stem7x7", t, "fp32", cfg)]
         if "conv1x1" in kernels:
-            for cfg in conv1x1.CONFIGS[t]["16"]:
+            for cfg in conv1x1.CONFIGS[t][ConfigKind.HALF]:
                 jobs += [Job("conv1x1", "1x1", t, dt, cfg) for dt in ("fp16", "bf16")]
-            jobs.append(Job("conv1x1", "1x1/2", t, "fp16", conv1x1.CONFIGS[t]["16"][0]))
-            for cfg in conv1x1.CONFIGS[t]["32"]:
+            jobs.append(Job("conv1x1", "1x1/2", t, "fp16", conv1x1.CONFIGS[t][ConfigKind.HALF][0]))
+            for cfg in conv1x1.CONFIGS[t][ConfigKind.FP32]:
                 jobs += [Job("conv1x1", "1x1", t, dt, cfg) for dt in ("tf32", "fp32")]
         if "add" in kernels:
             jobs += [Job("add", "elementwise", t, "bf16", cfg) for cfg in add.CONFIGS[t]]
@@ -137,7 +138,7 @@ def _arguments(job: Job) -> tuple[Any, dict[str, Any]]:
         res_ptr=ptr, **dict(zip(("stride_rn", "stride_rk", "stride_rp", "stride_rq"), _nhwc_strides(n, k, p, p))),
         y_ptr=ptr, N=n, C=c, H=h, W=w, K=k, P=p, Q=p,
         stride_h=st, stride_w=st, pad_h=pad, pad_w=pad, dil_h=1, dil_w=1, C_PER_G=cg, K_PER_G=kg,
-        R=r, S=r, GROUPED=groups > 1, FLAT_K=cg * max(1, 16 // kg) < 16, **epilogue, **tile,
+        R=r, S=r, GROUPED=groups > 1, FLAT_K=conv.flat_taps(cg, kg), **epilogue, **tile,
     )
 
 

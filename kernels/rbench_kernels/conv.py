@@ -7,28 +7,25 @@ the epilogue applies scale/shift, adds the residual and clamps before the single
 
 from __future__ import annotations
 
-import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import triton
 import triton.language as tl
 
-from ._common import (
+from ._common import channels_last, check_same_dtype, check_tensor, pair
+from ._gemm import (
+    ConfigKind,
+    ConfigRows,
+    GemmLauncher,
     bn_act_store,
-    FAMILIES,
-    channels_last,
-    check_affine,
-    check_devices,
-    check_same_dtype,
-    check_tensor,
-    dot_precision,
-    empty_output,
-    gpu_family,
-    interpreting,
-    make_configs,
-    pair,
-    prune_gemm_configs,
+    config_kind,
+    dot_acc,
+    epilogue_args,
+    epilogue_operands,
+    gemm_meta,
+    grouped_tile,
+    output_pixels,
 )
 
 
@@ -38,12 +35,9 @@ def conv_bn_act_kernel(
     x_ptr, stride_xn, stride_xc, stride_xh, stride_xw,
     # weight: logical (K, C // groups, R, S), (K, R, S, C // groups) in memory
     w_ptr, stride_wk, stride_wc, stride_wr, stride_ws,
-    # folded BatchNorm: fp32 (K,)
-    scale_ptr, shift_ptr,
-    # residual: logical (N, K, P, Q); read only when HAS_RESIDUAL
-    res_ptr, stride_rn, stride_rk, stride_rp, stride_rq,
-    # output y: (N, K, P, Q) channels_last, i.e. a dense row-major (N·P·Q, K) matrix
-    y_ptr,
+    # epilogue (_gemm.epilogue_args): folded BatchNorm scale, shift fp32 (K,); residual (N, K, P, Q),
+    # read only when HAS_RESIDUAL; output y (N, K, P, Q) channels_last, a row-major (N·P·Q, K) matrix
+    scale_ptr, shift_ptr, res_ptr, stride_rn, stride_rk, stride_rp, stride_rq, y_ptr,
     # sizes
     N, C, H, W, K, P, Q,
     # geometry
@@ -51,28 +45,14 @@ def conv_bn_act_kernel(
     # meta-parameters
     R: tl.constexpr, S: tl.constexpr,
     GROUPED: tl.constexpr, FLAT_K: tl.constexpr,
-    HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr,
-    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,  # interpreting bf16, tl.dot on fp32 tiles: bf16 math there is on raw bits (triton#11584)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    M = N * P * Q
-    # Tiles in groups of GROUP_M row-tiles per column-tile, so that the weight tile stays in L2
-    # while consecutive programs sweep over pixels.
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(K, BLOCK_N)
-    num_pid_in_group = GROUP_M * num_pid_n
-    first_pid_m = (pid // num_pid_in_group) * GROUP_M
-    group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
+    pid_m, pid_n = grouped_tile(tl.program_id(0), N * P * Q, K, BLOCK_M, BLOCK_N, GROUP_M)
 
     # Rows: output pixel m = (n·P + p)·Q + q reads input pixel (p·stride - pad + r·dil, ...).
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_ok = offs_m < M
-    q = offs_m % Q
-    p = (offs_m // Q) % P
-    n = offs_m // (P * Q)
+    offs_m, m_ok, n, p, q = output_pixels(pid_m, N, P, Q, BLOCK_M)
     ih0 = p * stride_h - pad_h
     iw0 = q * stride_w - pad_w
     x_rows = x_ptr + n * stride_xn
@@ -121,10 +101,7 @@ def conv_bn_act_kernel(
                 w_cols[None, :] + (c * stride_wc + r * stride_wr + s * stride_ws)[:, None],
                 mask=b_mask, other=0.0,
             )
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            acc = dot_acc(a, b, acc, UPCAST, DOT_PRECISION)
     else:
         # One loop over (tap, channel block): a single flat loop lets Triton pipeline the loads.
         num_cb = tl.cdiv(CT, BLOCK_K)
@@ -150,58 +127,43 @@ def conv_bn_act_kernel(
                 w_cols[None, :] + c[:, None] * stride_wc + (r * stride_wr + s * stride_ws),
                 mask=b_mask, other=0.0,
             )
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            acc = dot_acc(a, b, acc, UPCAST, DOT_PRECISION)
 
     bn_act_store(acc, offs_m, offs_n, m_ok, n_ok, n, p, q, K, scale_ptr, shift_ptr,
                  res_ptr, stride_rn, stride_rk, stride_rp, stride_rq, y_ptr, HAS_RESIDUAL, RELU)
 
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per GPU family and kind of launch:
-#   "16"     fp16/bf16 dense convolutions (groups == 1, at least 16 channels);
-#   "32"     fp32 (IEEE and tf32), which needs twice the shared memory per stage;
-#   "gather" the stem's flattened taps and grouped convolutions, any dtype: their operand tiles are
-#            element-wise gathers with per-element masks, which need more registers, so these use
-#            smaller tiles per warp.
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per GPU family and kind of launch (ConfigKind):
+# HALF for fp16/bf16 dense convolutions (groups == 1, at least 16 channels), FP32 for fp32 (IEEE and
+# tf32), GATHER for the stem's flattened taps and grouped convolutions in any dtype.
 # Every entry is cross-compiled by `python -m rbench_kernels.check`, which fails on register
 # spills; (64, 64, 32, 4, 3) for example spills in tf32 on sm_80 and so is not shipped there.
 # Hopper runs 64-row warpgroup MMAs (wgmma); AMD's stream pipeliner wants num_stages=2.
-CONFIGS: dict[str, dict[str, list[tuple[int, int, int, int, int]]]] = {
+CONFIGS: ConfigRows = {
     "sm90": {
-        "16": [(128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4)],
-        "32": [(128, 64, 32, 8, 3), (64, 64, 32, 4, 3)],
-        "gather": [(128, 64, 32, 8, 3), (64, 64, 32, 4, 3)],
+        ConfigKind.HALF: [(128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4)],
+        ConfigKind.FP32: [(128, 64, 32, 8, 3), (64, 64, 32, 4, 3)],
+        ConfigKind.GATHER: [(128, 64, 32, 8, 3), (64, 64, 32, 4, 3)],
     },
     "sm80": {
-        "16": [(128, 128, 64, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 4, 4)],
-        "32": [(128, 64, 32, 8, 3)],
-        "gather": [(128, 64, 32, 8, 3)],
+        ConfigKind.HALF: [(128, 128, 64, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 4, 4)],
+        ConfigKind.FP32: [(128, 64, 32, 8, 3)],
+        ConfigKind.GATHER: [(128, 64, 32, 8, 3)],
     },
     "gfx942": {
-        "16": [(128, 128, 64, 8, 2), (128, 128, 32, 4, 2), (128, 64, 64, 4, 2), (64, 64, 64, 4, 2)],
-        "32": [(128, 64, 32, 4, 2), (64, 64, 32, 4, 2)],
-        "gather": [(128, 64, 32, 4, 2), (64, 64, 32, 4, 2)],
+        ConfigKind.HALF: [(128, 128, 64, 8, 2), (128, 128, 32, 4, 2), (128, 64, 64, 4, 2), (64, 64, 64, 4, 2)],
+        ConfigKind.FP32: [(128, 64, 32, 4, 2), (64, 64, 32, 4, 2)],
+        ConfigKind.GATHER: [(128, 64, 32, 4, 2), (64, 64, 32, 4, 2)],
     },
 }
-assert set(CONFIGS) == set(FAMILIES)
-
-# Under TRITON_INTERPRET=1 there is no autotuner (it needs a driver): one fixed config.  The
-# interpreter pays per operation, not per element, so large tiles (few programs, few loop trips) run
-# fastest; the tests' channel counts still straddle these blocks.
-INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}
 
 AUTOTUNE_KEY = [
     "N", "C", "H", "W", "K", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w",
     "C_PER_G", "K_PER_G", "R", "S", "HAS_RESIDUAL", "RELU", "DOT_PRECISION",
 ]
 
-
-def _prune(configs, named_args, **kwargs):
-    a = {**named_args, **kwargs}
-    m = a["N"] * a["P"] * a["Q"]
-    return prune_gemm_configs(configs, m, a["K"], a["R"] * a["S"] * a["C_PER_G"])
+# the reduction runs over R·S·C/groups taps
+_launch = GemmLauncher(conv_bn_act_kernel, CONFIGS, AUTOTUNE_KEY, reduction=lambda a: a["R"] * a["S"] * a["C_PER_G"])
 
 
 def flat_taps(c_per_g: int, k_per_g: int) -> bool:
@@ -211,21 +173,7 @@ def flat_taps(c_per_g: int, k_per_g: int) -> bool:
     return c_per_g * max(1, 16 // k_per_g) < 16
 
 
-def config_kind(dtype: torch.dtype, grouped: bool, flat_k: bool) -> str:
-    """Which CONFIGS list a launch uses (see CONFIGS)."""
-    if grouped or flat_k:
-        return "gather"
-    return "32" if dtype == torch.float32 else "16"
-
-
-@functools.lru_cache(maxsize=None)
-def _tuned(family: str, kind: str):
-    return triton.autotune(
-        configs=make_configs(CONFIGS[family][kind]), key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune}
-    )(conv_bn_act_kernel)
-
-
-def conv_bn_act_out(
+def conv_bn_act(
     x: torch.Tensor,
     weight: torch.Tensor,
     scale: torch.Tensor,
@@ -240,7 +188,17 @@ def conv_bn_act_out(
     allow_tf32: bool = False,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`conv_bn_act` writing into `out` (a channels_last buffer) when given; see `conv_bn_act`."""
+    """y = act(conv2d(x, weight) * scale[k] + shift[k] + residual), one kernel, output written once.
+
+    x (N, C, H, W) and weight (K, C // groups, R, S) share a dtype (float32, float16, bfloat16);
+    scale and shift are fp32 (K,), e.g. from `fold_bn`; residual is (N, K, P, Q) in x's dtype or None.
+    stride/padding/dilation are ints or pairs, as in torch.nn.functional.conv2d.  Accumulation is fp32
+    (tf32 tensor cores for fp32 inputs only with allow_tf32=True).  Returns (N, K, P, Q) in x's dtype,
+    channels_last: a new tensor, or `out`, a preallocated channels_last (N, K, P, Q) tensor of x's
+    dtype on x's device, written and returned.  NCHW inputs are accepted and converted to
+    channels_last once per call, so keep activations and weights channels_last to avoid the copy.
+    Forward only: no autograd.
+    """
     check_tensor(x, "x", 4)
     check_tensor(weight, "weight", 4)
     check_same_dtype(x, weight, "weight")
@@ -268,82 +226,20 @@ def conv_bn_act_out(
             f"output would be empty: x {tuple(x.shape)}, weight {tuple(weight.shape)}, "
             f"{stride=}, {padding=}, {dilation=} give P={P}, Q={Q}"
         )
-    scale = check_affine(scale, "scale", K)
-    shift = check_affine(shift, "shift", K)
-    if residual is not None:
-        check_tensor(residual, "residual", 4)
-        check_same_dtype(x, residual, "residual")
-        if tuple(residual.shape) != (N, K, P, Q):
-            raise ValueError(f"residual must have the output's shape {(N, K, P, Q)}, got {tuple(residual.shape)}")
-    check_devices({"x": x, "weight": weight, "scale": scale, "shift": shift, "residual": residual, "out": out})
+    scale, shift, residual, y = epilogue_operands(x, weight, scale, shift, residual, out, (N, K, P, Q))
 
     # NCHW inputs are converted to NHWC once here (a no-op for channels_last tensors).
     x = channels_last(x)
     weight = channels_last(weight)
-    if residual is not None:
-        residual = channels_last(residual)
-    y = empty_output((N, K, P, Q), x, out)
-    if y.numel() == 0:
-        return y
-    res = residual if residual is not None else y  # never read when HAS_RESIDUAL is False
-
     k_per_g = K // groups
-    M = N * P * Q
     args = (
         x, *x.stride(),
         weight, *weight.stride(),
-        scale, shift,
-        res, *res.stride(),
-        y,
+        *epilogue_args(scale, shift, residual, y),
         N, C, H, W, K, P, Q,
         sh, sw, ph, pw, dh, dw, c_per_g, k_per_g,
     )
-    meta = dict(
-        R=R, S=S,
-        GROUPED=groups > 1,
-        FLAT_K=flat_taps(c_per_g, k_per_g),
-        HAS_RESIDUAL=residual is not None,
-        RELU=bool(relu),
-        UPCAST=interpreting() and x.dtype == torch.bfloat16,
-        DOT_PRECISION=dot_precision(x.dtype, allow_tf32),
-    )
-
-    def grid(cfg):
-        return (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(K, cfg["BLOCK_N"]),)
-
-    if interpreting():
-        conv_bn_act_kernel[grid(INTERPRETER_CONFIG)](*args, **meta, **INTERPRETER_CONFIG)
-    else:
-        kind = config_kind(x.dtype, meta["GROUPED"], meta["FLAT_K"])
-        with torch.cuda.device(x.device):
-            _tuned(gpu_family(x.device), kind)[grid](*args, **meta)
+    grouped, flat_k = groups > 1, flat_taps(c_per_g, k_per_g)
+    meta = dict(R=R, S=S, GROUPED=grouped, FLAT_K=flat_k, **gemm_meta(x.dtype, residual, relu, allow_tf32))
+    _launch(args, meta, rows=N * P * Q, cols=K, device=x.device, kind=config_kind(x.dtype, gather=grouped or flat_k))
     return y
-
-
-def conv_bn_act(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    scale: torch.Tensor,
-    shift: torch.Tensor,
-    *,
-    stride: int | Sequence[int] = 1,
-    padding: int | Sequence[int] = 0,
-    dilation: int | Sequence[int] = 1,
-    groups: int = 1,
-    residual: torch.Tensor | None = None,
-    relu: bool = True,
-    allow_tf32: bool = False,
-) -> torch.Tensor:
-    """y = act(conv2d(x, weight) * scale[k] + shift[k] + residual), one kernel, output written once.
-
-    x (N, C, H, W) and weight (K, C // groups, R, S) share a dtype (float32, float16, bfloat16);
-    scale and shift are fp32 (K,), e.g. from `fold_bn`; residual is (N, K, P, Q) in x's dtype or None.
-    stride/padding/dilation are ints or pairs, as in torch.nn.functional.conv2d.  Accumulation is fp32
-    (tf32 tensor cores for fp32 inputs only with allow_tf32=True).  Returns (N, K, P, Q) in x's dtype,
-    channels_last.  NCHW inputs are accepted and converted to channels_last once per call, so keep
-    activations and weights channels_last to avoid the copy.  Forward only: no autograd.
-    """
-    return conv_bn_act_out(
-        x, weight, scale, shift, stride=stride, padding=padding, dilation=dilation, groups=groups,
-        residual=residual, relu=relu, allow_tf32=allow_tf32,
-    )

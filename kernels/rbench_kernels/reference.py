@@ -1,16 +1,19 @@
 """The truth the kernels are tested against: the same four functions in plain PyTorch.
 
 The math runs in fp32 (float64 for float64 inputs, which tests use for an exact reference), with
-TF32 off, and the result is cast to x's dtype once, like the kernels.  Outputs are channels_last.
+TF32 off, and the result is cast to x's dtype once, like the kernels.  Outputs are channels_last
+(4-D); `out=` is checked and written as the kernels do.  The signatures are the kernels' own.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from ._common import output
 
 
 @contextlib.contextmanager
@@ -40,9 +43,10 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _out(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    y = y.to(like.dtype)
-    return y.contiguous(memory_format=torch.channels_last) if y.dim() == 4 else y.contiguous()
+def _result(y: torch.Tensor, like: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """y cast to like's dtype, channels_last when 4-D; written into `out`, checked as the kernels do, when given."""
+    fmt = torch.channels_last if y.dim() == 4 else torch.contiguous_format
+    return output(tuple(y.shape), like, out, fmt).copy_(y)
 
 
 def conv_bn_act(
@@ -58,6 +62,7 @@ def conv_bn_act(
     residual: torch.Tensor | None = None,
     relu: bool = True,
     allow_tf32: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """act(conv2d(x, weight) * scale + shift + residual); allow_tf32 is accepted and ignored (always IEEE)."""
     dt = _compute_dtype(x)
@@ -68,7 +73,7 @@ def conv_bn_act(
             y = y + residual.to(dt)
         if relu:
             y = torch.relu(y)
-    return _out(y, x)
+    return _result(y, x, out)
 
 
 def conv1x1_bn_act(
@@ -81,19 +86,22 @@ def conv1x1_bn_act(
     residual: torch.Tensor | None = None,
     relu: bool = True,
     allow_tf32: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`conv_bn_act` with a (K, C) or (K, C, 1, 1) weight and padding 0."""
     w4 = weight.reshape(weight.shape[0], weight.shape[1], 1, 1)
-    return conv_bn_act(x, w4, scale, shift, stride=stride, residual=residual, relu=relu)
+    return conv_bn_act(x, w4, scale, shift, stride=stride, residual=residual, relu=relu, out=out)
 
 
-def add_act(x: torch.Tensor, residual: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
+def add_act(
+    x: torch.Tensor, residual: torch.Tensor, *, relu: bool = True, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """act(x + residual) in fp32, cast to x's dtype."""
     dt = _compute_dtype(x)
     y = x.to(dt) + residual.to(dt)
     if relu:
         y = torch.relu(y)
-    return _out(y, x)
+    return _result(y, x, out)
 
 
 def fold_bn(bn: torch.nn.BatchNorm2d, conv_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

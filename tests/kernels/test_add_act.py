@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from kernel_cases import DEVICE, DTYPES, TORCH_DTYPE, assert_close, needs_device
 
 import rbench_kernels as rk
-from kernel_cases import DEVICE, DTYPES, TORCH_DTYPE, assert_close, needs_device
 from rbench_kernels import reference
-from rbench_kernels.add import add_act_out
 
 pytestmark = [needs_device, pytest.mark.interpreter]
 
@@ -25,7 +24,7 @@ def test_add_act(shape: tuple, relu: bool, dtype: str, rtol: float) -> None:
         r = r.contiguous(memory_format=torch.channels_last)
     fmt = torch.channels_last if x.dim() == 4 else torch.contiguous_format
     out = torch.full(shape, float("nan"), dtype=dt, device=DEVICE).contiguous(memory_format=fmt)
-    y = add_act_out(x, r, relu=relu, out=out)
+    y = rk.add_act(x, r, relu=relu, out=out)
     assert y is out
     assert_close(y, reference.add_act(x.double(), r.double(), relu=relu), rtol, f"add_act {shape} {dtype} relu={relu}")
     public = rk.add_act(x, r, relu=relu)

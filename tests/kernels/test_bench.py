@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from kernel_cases import ON_GPU
+
 from rbench_kernels._common import interpreting
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "kernel_bench.py"
@@ -43,8 +43,8 @@ def test_bench_cpu_smoke(tmp_path: Path) -> None:
 
 def test_resnet50_layer_list() -> None:
     layers = _load().resnet50_layers()
-    assert len(layers) == 24 and sum(l.count for l in layers) == 53  # ResNet-50 has 53 convolutions
-    assert sum(l.residual for l in layers) == 4 and sum(not l.relu for l in layers) == 4
+    assert len(layers) == 24 and sum(layer.count for layer in layers) == 53  # ResNet-50 has 53 convolutions
+    assert sum(layer.residual for layer in layers) == 4 and sum(not layer.relu for layer in layers) == 4
 
 
 @pytest.mark.gpu

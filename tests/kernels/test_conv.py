@@ -6,13 +6,21 @@ Runs the Triton kernel under TRITON_INTERPRET=1 on the CPU, or compiled on a GPU
 
 import pytest
 import torch
+from kernel_cases import (
+    DEVICE,
+    DTYPES,
+    EPILOGUES,
+    SHAPES,
+    TORCH_DTYPE,
+    assert_close,
+    conv_inputs,
+    epilogue_for,
+    needs_device,
+    poisoned,
+)
 
 import rbench_kernels as rk
-from kernel_cases import (
-    DEVICE, DTYPES, EPILOGUES, SHAPES, TORCH_DTYPE, assert_close, conv_inputs, epilogue_for, needs_device, poisoned,
-)
 from rbench_kernels import reference
-from rbench_kernels.conv import conv_bn_act_out
 
 pytestmark = [needs_device, pytest.mark.interpreter]
 
@@ -33,7 +41,7 @@ def test_conv_bn_act(index: int, dtype: str, rtol: float) -> None:
     inp = conv_inputs(shape, dtype, residual, channels_last, seed=index)
     p, q = shape.out_hw()
     out = poisoned((shape.n, shape.k, p, q), TORCH_DTYPE[dtype])
-    y = conv_bn_act_out(
+    y = rk.conv_bn_act(
         **inp, stride=shape.stride, padding=shape.padding, dilation=shape.dilation, groups=shape.groups,
         relu=relu, allow_tf32=dtype == "tf32", out=out,
     )

@@ -2,13 +2,20 @@
 
 import pytest
 import torch
+from kernel_cases import (
+    DEVICE,
+    DTYPES,
+    SHAPES,
+    TORCH_DTYPE,
+    assert_close,
+    conv_inputs,
+    epilogue_for,
+    needs_device,
+    poisoned,
+)
 
 import rbench_kernels as rk
-from kernel_cases import (
-    DEVICE, DTYPES, SHAPES, TORCH_DTYPE, assert_close, conv_inputs, epilogue_for, needs_device, poisoned,
-)
 from rbench_kernels import reference
-from rbench_kernels.conv1x1 import conv1x1_bn_act_out
 
 pytestmark = [needs_device, pytest.mark.interpreter]
 
@@ -26,7 +33,7 @@ def test_conv1x1_bn_act(index: int, dtype: str, rtol: float) -> None:
         inp["weight"] = inp["weight"].reshape(shape.k, shape.c)
     p, q = shape.out_hw()
     out = poisoned((shape.n, shape.k, p, q), TORCH_DTYPE[dtype])
-    y = conv1x1_bn_act_out(**inp, stride=shape.stride, relu=relu, allow_tf32=dtype == "tf32", out=out)
+    y = rk.conv1x1_bn_act(**inp, stride=shape.stride, relu=relu, allow_tf32=dtype == "tf32", out=out)
     assert y is out
     ref = reference.conv1x1_bn_act(
         inp["x"].double(), inp["weight"].double(), inp["scale"], inp["shift"], stride=shape.stride,

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from kernel_cases import DEVICE, needs_device
 
 import rbench_kernels as rk
-from kernel_cases import DEVICE, needs_device
 
 pytestmark = needs_device
 

@@ -7,12 +7,10 @@ the interpreter is off, compiled on the GPU as well).
 
 import pytest
 import torch
+from kernel_cases import DTYPES, ON_GPU, RESNET_SHAPES, TORCH_DTYPE, ConvShape, assert_close, conv_inputs, poisoned
 
 import rbench_kernels as rk
-from kernel_cases import DTYPES, ON_GPU, RESNET_SHAPES, TORCH_DTYPE, ConvShape, assert_close, conv_inputs, poisoned
 from rbench_kernels import reference
-from rbench_kernels.conv import conv_bn_act_out
-from rbench_kernels.conv1x1 import conv1x1_bn_act_out
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU; CPU twins: test_conv.py, "
                                                   "test_conv1x1.py, test_add_act.py under TRITON_INTERPRET=1")]
@@ -31,10 +29,10 @@ def test_resnet_layers_full_size(shape: ConvShape, dtype: str, rtol: float) -> N
     out = poisoned((shape.n, shape.k, p, q), TORCH_DTYPE[dtype])
     kw = dict(residual=inp["residual"], relu=True, allow_tf32=dtype == "tf32", out=out)
     if shape.is_1x1:
-        conv1x1_bn_act_out(inp["x"], inp["weight"], inp["scale"], inp["shift"], stride=shape.stride, **kw)
+        rk.conv1x1_bn_act(inp["x"], inp["weight"], inp["scale"], inp["shift"], stride=shape.stride, **kw)
     else:
-        conv_bn_act_out(inp["x"], inp["weight"], inp["scale"], inp["shift"], stride=shape.stride,
-                        padding=shape.padding, **kw)
+        rk.conv_bn_act(inp["x"], inp["weight"], inp["scale"], inp["shift"], stride=shape.stride,
+                       padding=shape.padding, **kw)
     ref = reference.conv_bn_act(
         inp["x"].double(), inp["weight"].double(), inp["scale"], inp["shift"], stride=shape.stride,
         padding=shape.padding, residual=None if inp["residual"] is None else inp["residual"].double(),

@@ -3,7 +3,6 @@
 import pytest
 import torch
 import torchvision
-
 from kernel_cases import AWKWARD_SHAPES, RESNET_SHAPES
 
 
