@@ -114,5 +114,7 @@ def test_flagship_covers_what_it_promises():
 
     suite = spec.load(Path(__file__).parent.parent / "suites/resnet50_fp16.yaml", models.names())
     assert suite.batch_sizes == (1, 8, 32, 64, 128, 256)
-    assert set(suite.backends) == {"eager", "compile"} and set(suite.modes) == {"inference", "training"}
+    assert set(suite.backends) == {"eager", "compile", "triton"} and set(suite.modes) == {"inference", "training"}
     assert suite.precisions == ("fp16",)
+    triton = [c for c in suite.cases("cuda") if c.backend == "triton"]
+    assert len(triton) == 6 and {c.mode for c in triton} == {"inference"}  # the kernels are forward only
