@@ -3,12 +3,15 @@
 BASE and NEW are `rbench.analysis.sources` files. Cases are matched by their key. A case measured on
 different hardware or software is not comparable: unless `across_machines`, a mismatch raises
 `MachineMismatch` naming what differs. Timing verdicts come from `rbench.analysis.stats` (the rule is
-there); status changes (ok -> oom, ok -> incorrect, ...) are regressions of their own.
+there); status changes (ok -> oom, ok -> incorrect, ...) are regressions of their own. Beside its
+timing verdict a case ok on both sides gets a peak-memory verdict and, where both sides measured
+energy, a J/image verdict (rules in `rbench.analysis.stats`); `more_memory` and `more_energy` are
+regressions that `fail_on` may name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,10 @@ from rbench.analysis.sources import PYTEST_BENCHMARK, RBENCH, CompareError, Item
 
 ORDER = ("regressed", "slower", "faster", "fixed", "inconclusive", "status_changed", "new", "missing",
          "unchanged", "not_timed")
-FAIL_ON = ("slower", "status", "any")  # what `--fail-on` accepts
+# What `--fail-on` accepts: a kind of regression, `any` (slower or status, the default, as before
+# memory and energy were judged) or `all` (every kind).
+FAIL_ON = ("slower", "status", "memory", "energy", "any", "all")
+_KINDS = {"any": {"slower", "status"}, "all": {"slower", "status", "memory", "energy"}}
 
 __all__ = ["CompareError", "MachineMismatch", "Comparison", "Row", "compare", "compare_paths", "parse_threshold"]
 
@@ -39,11 +45,23 @@ class Row:
     threshold: float
     estimate: stats.Estimate | None = None
     reason: str = ""
+    memory: stats.ResourceVerdict | None = None
+    energy: stats.ResourceVerdict | None = None
 
     @property
     def regression(self) -> str | None:
-        """"slower", "status", or None."""
+        """The timing or status regression: "slower", "status", or None."""
         return {"slower": "slower", "regressed": "status"}.get(self.verdict)
+
+    @property
+    def regression_kinds(self) -> tuple[str, ...]:
+        """Every kind of regression of this case: "slower" or "status", "memory", "energy"."""
+        kinds = (self.regression,) if self.regression else ()
+        if self.memory and self.memory.verdict == "more_memory":
+            kinds += ("memory",)
+        if self.energy and self.energy.verdict == "more_energy":
+            kinds += ("energy",)
+        return kinds
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"case": self.label, "verdict": self.verdict, "regression": self.regression,
@@ -59,7 +77,23 @@ class Row:
         d["ci_low"] = e.low if e else None
         d["ci_high"] = e.high if e else None
         d["method"] = e.method if e else None
+        d["memory"] = self.memory.to_dict() if self.memory else None
+        d["energy"] = self.energy.to_dict() if self.energy else None
+        d["regressions"] = list(self.regression_kinds)
         return d
+
+
+def fail_kinds(fail_on: str | Collection[str]) -> set[str]:
+    """The regression kinds that `fail_on` (one FAIL_ON name, or several) makes an exit status 1."""
+    names = [fail_on] if isinstance(fail_on, str) else list(fail_on) or ["any"]
+    unknown = [n for n in names if n not in FAIL_ON]
+    if unknown:
+        raise CompareError(f"--fail-on: unknown {', '.join(map(repr, unknown))}; allowed: {', '.join(FAIL_ON)}")
+    return set().union(*(_KINDS.get(n, {n}) for n in names))
+
+
+def fail_on_text(fail_on: str | Collection[str]) -> str:
+    return fail_on if isinstance(fail_on, str) else ",".join(fail_on) or "any"
 
 
 @dataclass
@@ -72,13 +106,19 @@ class Comparison:
     notes: list[str]
     across_machines: bool
     threshold_source: str
+    memory_threshold: float = stats.MEMORY_THRESHOLD
+    energy_threshold: float = stats.ENERGY_THRESHOLD
 
     def count(self, verdict: str) -> int:
         return sum(r.verdict == verdict for r in self.rows)
 
-    def regressions(self, fail_on: str = "any") -> list[Row]:
-        kinds = {"any": set(FAIL_ON) - {"any"}}.get(fail_on, {fail_on})
-        return [r for r in self.rows if r.regression in kinds]
+    def regressions(self, fail_on: str | Collection[str] = "any") -> list[Row]:
+        kinds = fail_kinds(fail_on)
+        return [r for r in self.rows if kinds & set(r.regression_kinds)]
+
+    def resource_count(self, verdict: str) -> int:
+        """Cases whose memory or energy verdict is `verdict` (more_memory, more_energy, ...)."""
+        return sum(verdict in (r.memory and r.memory.verdict, r.energy and r.energy.verdict) for r in self.rows)
 
     def summary(self) -> str:
         parts = []
@@ -86,16 +126,24 @@ class Comparison:
             n = self.count(v)
             if n:
                 parts.append(f"{n} {v.replace('_', ' ')}")
+        for v in ("more_memory", "less_memory", "more_energy", "less_energy"):
+            n = self.resource_count(v)
+            if n:
+                parts.append(f"{n} {v.replace('_', ' ')}")
         return ", ".join(parts) or "no cases"
 
-    def to_dict(self, fail_on: str = "any") -> dict[str, Any]:
+    def to_dict(self, fail_on: str | Collection[str] = "any") -> dict[str, Any]:
         return {
             "base": {"paths": self.base_paths, "machines": self.base_machines},
             "new": {"paths": self.new_paths, "machines": self.new_machines},
             "rule": stats.rule_text(), "confidence": stats.CONFIDENCE, "n_boot": stats.N_BOOT,
             "seed": stats.SEED, "threshold_source": self.threshold_source, "across_machines": self.across_machines,
-            "fail_on": fail_on, "regressed": bool(self.regressions(fail_on)),
-            "counts": {v: self.count(v) for v in ORDER}, "notes": self.notes,
+            "fail_on": fail_on_text(fail_on), "regressed": bool(self.regressions(fail_on)),
+            "memory_threshold": self.memory_threshold, "energy_threshold": self.energy_threshold,
+            "resource_rule": stats.resource_rule_text(self.memory_threshold, self.energy_threshold),
+            "counts": {v: self.count(v) for v in ORDER},
+            "resource_counts": {v: self.resource_count(v) for v in (*stats.MEMORY_VERDICTS, *stats.ENERGY_VERDICTS)},
+            "notes": self.notes,
             "cases": [r.to_dict() for r in self.rows],
         }
 
@@ -131,7 +179,8 @@ def _mismatch_message(diffs: dict[str, set[tuple[Any, Any]]], base: Sequence[Res
 
 
 def compare(base: Sequence[ResultFile], new: Sequence[ResultFile], threshold: float | None = None,
-            across_machines: bool = False) -> Comparison:
+            across_machines: bool = False, memory_threshold: float = stats.MEMORY_THRESHOLD,
+            energy_threshold: float = stats.ENERGY_THRESHOLD) -> Comparison:
     """Match NEW's cases to BASE's and judge each. Raises MachineMismatch or CompareError (see module doc)."""
     notes: list[str] = []
     candidates: dict[ResultFile, list[ResultFile]] = {}
@@ -179,7 +228,13 @@ def compare(base: Sequence[ResultFile], new: Sequence[ResultFile], threshold: fl
             continue
         bs, bi = _pick(base_options, new_suites, ns.identity)
         seen_base.add(key)
-        rows.append(_judge(key, bi, ni, _threshold(threshold, ns, bs)))
+        row = _judge(key, bi, ni, _threshold(threshold, ns, bs))
+        if bi.status == ni.status == "ok":
+            row.memory = stats.memory_verdict(bi.peak_memory_bytes, ni.peak_memory_bytes, memory_threshold)
+            short = [side for side, item in (("base", bi), ("new", ni)) if "window_too_short" in item.flags]
+            row.energy = stats.energy_verdict(bi.power, ni.power, energy_threshold, uncertain=(
+                f"timed window too short for the energy figure ({', '.join(short)})" if short else ""))
+        rows.append(row)
     # Missing: cases of the base files that correspond to NEW's suites (or all, for other kinds).
     relevant = {bs for ns in new for bs in candidates[ns]}
     suites_in_base = {bs.suite for bs in relevant}
@@ -193,14 +248,23 @@ def compare(base: Sequence[ResultFile], new: Sequence[ResultFile], threshold: fl
     if not any(r.base is not None and r.new is not None for r in rows):
         raise CompareError(f"no case of new ({', '.join(str(s.path) for s in new)}) is in base "
                            f"({', '.join(str(s.path) for s in base)}): {len(rows)} cases, none in common")
-    rows.sort(key=lambda r: (ORDER.index(r.verdict), r.label))
+    rows.sort(key=_rank)
     source = "--threshold" if threshold is not None else (
         "suite" if any(s.threshold for s in list(new) + list(base)) else "default")
     return Comparison(
         base_paths=[str(s.path) for s in base], new_paths=[str(s.path) for s in new],
         base_machines=sorted({s.machine for s in relevant} or {s.machine for s in base}),
         new_machines=sorted({s.machine for s in new}), rows=rows, notes=notes,
-        across_machines=across_machines, threshold_source=source)
+        across_machines=across_machines, threshold_source=source, memory_threshold=memory_threshold,
+        energy_threshold=energy_threshold)
+
+
+def _rank(r: Row) -> tuple:
+    """Timing and status regressions first, then memory and energy regressions, then ORDER."""
+    rank: float = ORDER.index(r.verdict)
+    if rank > ORDER.index("slower") and r.regression_kinds:
+        rank = ORDER.index("slower") + 0.5
+    return rank, r.label
 
 
 def _judge(key: tuple, base: Item, new: Item, threshold: float) -> Row:
@@ -227,19 +291,20 @@ def _judge(key: tuple, base: Item, new: Item, threshold: float) -> Row:
 
 
 def compare_paths(base: Sequence[str | Path], new: Sequence[str | Path], threshold: float | None = None,
-                  across_machines: bool = False) -> Comparison:
+                  across_machines: bool = False, memory_threshold: float = stats.MEMORY_THRESHOLD,
+                  energy_threshold: float = stats.ENERGY_THRESHOLD) -> Comparison:
     base_sources = [s for p in base for s in sources.load(p)]
     new_sources = [s for p in new for s in sources.load(p)]
-    return compare(base_sources, new_sources, threshold, across_machines)
+    return compare(base_sources, new_sources, threshold, across_machines, memory_threshold, energy_threshold)
 
 
-def parse_threshold(text: str) -> float:
-    """`5%`, `5 %` or `0.05` -> 0.05; anything outside (0, 1) is an error."""
+def parse_threshold(text: str, option: str = "--threshold") -> float:
+    """`5%`, `5 %` or `0.05` -> 0.05; anything outside (0, 1) is an error naming `option`."""
     t = text.strip()
     try:
         value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
     except ValueError:
-        raise CompareError(f"--threshold: cannot read {text!r}; write a percentage (5%) or a fraction (0.05)") from None
+        raise CompareError(f"{option}: cannot read {text!r}; write a percentage (5%) or a fraction (0.05)") from None
     if not 0 < value < 1:
-        raise CompareError(f"--threshold: {text!r} is not between 0 and 100 %; write e.g. 5% or 0.05")
+        raise CompareError(f"{option}: {text!r} is not between 0 and 100 %; write e.g. 5% or 0.05")
     return value

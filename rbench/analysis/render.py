@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from rbench.analysis import stats
-from rbench.analysis.compare import Comparison, Item, Row
+from rbench.analysis.compare import Comparison, Item, Row, fail_on_text
 
 MARK = {"regressed": "❌", "slower": "❌", "faster": "🚀", "fixed": "✅", "inconclusive": "❔",
         "status_changed": "⚠️", "new": "🆕", "missing": "➖", "unchanged": "", "not_timed": ""}
@@ -49,14 +49,36 @@ def _detail(row: Row) -> str:
     return text
 
 
-def headline(cmp: Comparison, fail_on: str = "any") -> str:
+RESOURCE_WORD = {"more_memory": "more", "less_memory": "less", "same_memory": "", "more_energy": "more",
+                 "less_energy": "less", "same_energy": "", "energy_uncertain": "uncertain"}
+RESOURCE_STYLE = {"more": "bold red", "less": "green", "uncertain": "yellow"}
+KIND_WORD = {"slower": "slower", "status": "status", "memory": "more memory", "energy": "more energy"}
+
+
+def headline(cmp: Comparison, fail_on: Any = "any") -> str:
     regs = cmp.regressions(fail_on)
     if regs:
-        slower = sum(r.regression == "slower" for r in regs)
-        status = sum(r.regression == "status" for r in regs)
-        what = ", ".join(p for p in (f"{slower} slower" if slower else "", f"{status} status" if status else "") if p)
+        counts = {k: sum(k in r.regression_kinds for r in regs) for k in KIND_WORD}
+        what = ", ".join(f"{n} {KIND_WORD[k]}" for k, n in counts.items() if n)
         return f"{len(regs)} regression{'s' if len(regs) != 1 else ''} ({what})"
     return "no regressions"
+
+
+def resource_cell(v: Any, markup: bool = False) -> str:
+    """`+12.0% more` for a memory or energy verdict, `-` when not judged."""
+    if v is None:
+        return "-"
+    word = RESOURCE_WORD.get(v.verdict, v.verdict)
+    style = RESOURCE_STYLE.get(word, "")
+    if markup and style:
+        word = f"[{style}]{word}[/{style}]"
+    return f"{_pct(v.ratio)} {word}".strip()
+
+
+def _resource_columns(cmp: Comparison) -> list[tuple[str, str]]:
+    """(column, Row attribute) for the resources that some case was judged on."""
+    return [(name, attr) for name, attr in (("peak mem Δ", "memory"), ("J/img Δ", "energy"))
+            if any(getattr(r, attr) is not None for r in cmp.rows)]
 
 
 STYLE = {"regressed": "bold red", "slower": "bold red", "faster": "green", "fixed": "green",
@@ -70,23 +92,27 @@ def rich_table(cmp: Comparison) -> Any:
 
     table = Table(header_style="bold", title="rbench compare: per-iteration time, new vs base")
     numeric = ("base ms", "new ms", "n", "time Δ", "95% CI")
-    for name in ("case", *numeric, "img/s base → new", "verdict", "detail"):
+    resources = _resource_columns(cmp)
+    for name in ("case", *numeric, "img/s base → new", "verdict", *(c for c, _ in resources), "detail"):
         table.add_column(name, justify="right" if name in numeric else "left", overflow="fold",
                          no_wrap=name not in ("detail", "case"), min_width=24 if name == "detail" else None)
     for r in cmp.rows:
         style = STYLE.get(r.verdict, "")
         n = f"{r.base.n if r.base else '-'}/{r.new.n if r.new else '-'}"
         table.add_row(r.label, _ms(r.base, False), _ms(r.new, False), n, _pct(r.estimate.ratio if r.estimate else None),
-                      _ci(r), _ips(r), f"[{style}]{r.verdict.replace('_', ' ')}[/{style}]", _detail(r))
+                      _ci(r), _ips(r), f"[{style}]{r.verdict.replace('_', ' ')}[/{style}]",
+                      *(resource_cell(getattr(r, attr), markup=True) for _, attr in resources), _detail(r))
     return table
 
 
-def text_footer(cmp: Comparison, fail_on: str = "any") -> str:
+def text_footer(cmp: Comparison, fail_on: Any = "any") -> str:
     lines = [f"base: {', '.join(cmp.base_paths)}  [{'; '.join(cmp.base_machines)}]",
              f"new:  {', '.join(cmp.new_paths)}  [{'; '.join(cmp.new_machines)}]",
              f"rule: {stats.rule_text(_common_threshold(cmp))}"]
+    if _resource_columns(cmp):
+        lines.append(f"rule: {stats.resource_rule_text(cmp.memory_threshold, cmp.energy_threshold)}")
     lines += [f"note: {n}" for n in cmp.notes]
-    lines.append(f"{headline(cmp, fail_on)} (fail on: {fail_on}); {cmp.summary()}")
+    lines.append(f"{headline(cmp, fail_on)} (fail on: {fail_on_text(fail_on)}); {cmp.summary()}")
     return "\n".join(lines)
 
 
@@ -99,7 +125,7 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(cmp: Comparison, fail_on: str = "any") -> str:
+def to_markdown(cmp: Comparison, fail_on: Any = "any") -> str:
     """A pull-request comment: verdict first, the cases that need attention, the rest folded away."""
     regs = cmp.regressions(fail_on)
     icon = "❌" if regs else "✅"
@@ -108,27 +134,40 @@ def to_markdown(cmp: Comparison, fail_on: str = "any") -> str:
            f"- **base**: {', '.join(f'`{p}`' for p in cmp.base_paths)} — {'; '.join(cmp.base_machines)}",
            f"- **new**: {', '.join(f'`{p}`' for p in cmp.new_paths)} — {'; '.join(cmp.new_machines)}"]
     out += [f"- **note**: {_md_escape(n)}" for n in cmp.notes]
-    header = ["| case | base median | new median | time Δ | 95% CI | img/s base → new | verdict |",
-              "|---|---:|---:|---:|---:|---:|---|"]
+    resources = _resource_columns(cmp)
+    header = ["| case | base median | new median | time Δ | 95% CI | img/s base → new | "
+              + "".join(f"{c} | " for c, _ in resources) + "verdict |",
+              "|---|---:|---:|---:|---:|---:|" + "---:|" * len(resources) + "---|"]
 
     def line(r: Row) -> str:
         verdict = f"{MARK.get(r.verdict, '')} {r.verdict.replace('_', ' ')}".strip()
+        for kind in r.regression_kinds:
+            if kind in ("memory", "energy"):
+                verdict += f", ❌ more {kind}"
         if _detail(r):
             verdict += f" — {_md_escape(_detail(r))}"
+        cells = "".join(f"{resource_cell(getattr(r, attr))} | " for _, attr in resources)
         return (f"| `{_md_escape(r.label)}` | {_ms(r.base)} | {_ms(r.new)} | "
-                f"{_pct(r.estimate.ratio if r.estimate else None)} | {_ci(r)} | {_ips(r)} | {verdict} |")
+                f"{_pct(r.estimate.ratio if r.estimate else None)} | {_ci(r)} | {_ips(r)} | {cells}{verdict} |")
 
     quiet = {"unchanged", "not_timed"}
-    loud = [r for r in cmp.rows if r.verdict not in quiet]
-    calm = [r for r in cmp.rows if r.verdict in quiet]
+    loud = [r for r in cmp.rows if r.verdict not in quiet or _resource_changed(r)]
+    calm = [r for r in cmp.rows if r.verdict in quiet and not _resource_changed(r)]
     if loud:
         out += ["", *header, *(line(r) for r in loud)]
     if calm:
         out += ["", f"<details><summary>{len(calm)} unchanged or not timed</summary>", "", *header,
                 *(line(r) for r in calm), "", "</details>"]
-    out += ["", f"<sub>Rule: {stats.rule_text(_common_threshold(cmp))}. Time Δ > 0 means slower.</sub>", ""]
+    rule = stats.rule_text(_common_threshold(cmp))
+    if resources:
+        rule += "; " + stats.resource_rule_text(cmp.memory_threshold, cmp.energy_threshold)
+    out += ["", f"<sub>Rule: {rule}. Time Δ > 0 means slower.</sub>", ""]
     return "\n".join(out)
 
 
-def to_json(cmp: Comparison, fail_on: str = "any") -> str:
+def _resource_changed(r: Row) -> bool:
+    return any(v is not None and RESOURCE_WORD.get(v.verdict) for v in (r.memory, r.energy))
+
+
+def to_json(cmp: Comparison, fail_on: Any = "any") -> str:
     return json.dumps(cmp.to_dict(fail_on), indent=2, allow_nan=False, default=str)

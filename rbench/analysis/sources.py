@@ -43,6 +43,8 @@ class Item:
     summary: dict[str, Any] | None = None  # pytest-benchmark stats in ms (median, iqr, stddev, rounds)
     throughput_ips: float | None = None
     flags: tuple[str, ...] = ()  # measurement flags that were set (throttled, other_processes, ...)
+    peak_memory_bytes: float | None = None  # the record's peak device memory (CPU: peak RSS)
+    power: dict[str, Any] | None = None  # the record's `power` (energy, J/image, error bound) when measured
 
     @property
     def median_ms(self) -> float | None:
@@ -70,6 +72,7 @@ class ResultFile:
     started: str = ""
     status: str = "complete"
     items: dict[tuple, Item] = field(default_factory=dict)
+    commit: str | None = None  # the git SHA the results were measured at, where recorded
 
     def __hash__(self) -> int:
         return id(self)
@@ -137,13 +140,16 @@ def from_run(run: results.Run) -> ResultFile:
     threshold = suite.get("threshold")
     src = ResultFile(path=run.path, kind=RBENCH, identity=run_identity(run.env), machine=describe_env(run.env),
                  suite=suite.get("name"), threshold=float(threshold) if threshold else None,
-                 started=str(run.header.get("started", "")), status=run.status)
+                 started=str(run.header.get("started", "")), status=run.status,
+                 commit=(run.env.get("git") or {}).get("sha"))
     for r in run.latest_records():
         samples = [float(x) for x in r.get("samples_ms") or [] if isinstance(x, (int, float))]
         src.items[results.case_key(r)] = Item(
             key=results.case_key(r), label=record_id(r), status=r.get("status", "?"), reason=r.get("reason") or "",
             samples_ms=samples or None, throughput_ips=r.get("throughput_ips"),
-            flags=tuple(sorted(k for k, v in (r.get("flags") or {}).items() if v is True)))
+            flags=tuple(sorted(k for k, v in (r.get("flags") or {}).items() if v is True)),
+            peak_memory_bytes=r.get("peak_memory_bytes"),
+            power=r["power"] if isinstance(r.get("power"), dict) and not r["power"].get("unavailable") else None)
     return src
 
 
@@ -178,7 +184,7 @@ def from_pytest_benchmark(path: Path, data: Mapping[str, Any]) -> ResultFile:
     if commit.get("id"):
         machine += f", git {str(commit['id'])[:10]}{'+dirty' if commit.get('dirty') else ''}"
     src = ResultFile(path=path, kind=PYTEST_BENCHMARK, identity=benchmark_identity(info), machine=machine,
-                 started=str(data.get("datetime", "")))
+                 started=str(data.get("datetime", "")), commit=commit.get("id"))
     for b in data["benchmarks"]:
         if not isinstance(b, dict) or "stats" not in b:
             continue

@@ -21,6 +21,10 @@ even half the threshold: a 6 % slowdown measured with ±5 % noise is reported `i
 within one run is in the interval; the threshold itself is what absorbs run-to-run variation
 (clocks, temperature, other tenants), which is why it should not be set below what A/A runs show.
 
+Peak memory and energy have rules of their own (`memory_verdict`, `energy_verdict`, below): a
+peak is one deterministic figure per case, and energy is one figure per timed window with an error
+bound of its own, so neither has samples to bootstrap.
+
 This module needs numpy only (no scipy, no torch).
 """
 
@@ -176,3 +180,110 @@ def rule_text(threshold: float | None = None) -> str:
             f"({N_BOOT} resamples, fixed seed); threshold {t}: slower if r ≥ 1+t and CI low > 1+t/2; "
             f"faster if r ≤ 1/(1+t) and CI high < 1/(1+t/2); unchanged if the CI lies within "
             f"[1/(1+t), 1+t]; otherwise inconclusive")
+
+
+# Peak memory and energy per image.
+
+MEMORY_THRESHOLD = 0.05
+ENERGY_THRESHOLD = 0.10
+# A figure integrated from sampled power has no error bound recorded with it (NVML and amdsmi power
+# readings are averages over up to a second). It is trusted no further than the disagreement between
+# counter and integrated samples that rbench.hw.sampling accepts (its DISAGREEMENT, 15 %).
+SAMPLED_ENERGY_BOUND = 0.15
+MEMORY_VERDICTS = ("more_memory", "less_memory", "same_memory")
+ENERGY_VERDICTS = ("more_energy", "less_energy", "same_energy", "energy_uncertain")
+
+
+@dataclass(frozen=True)
+class ResourceVerdict:
+    """A verdict on peak memory or J/image: both figures, their ratio new/base and its bounds."""
+
+    verdict: str  # one of MEMORY_VERDICTS or ENERGY_VERDICTS
+    base: float
+    new: float
+    ratio: float
+    low: float
+    high: float
+    threshold: float
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "base": self.base, "new": self.new, "ratio": self.ratio,
+                "low": self.low, "high": self.high, "threshold": self.threshold, "reason": self.reason}
+
+
+def _positive(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def memory_verdict(base: Any, new: Any, threshold: float = MEMORY_THRESHOLD) -> ResourceVerdict | None:
+    """Peak memory new vs base; None unless both sides recorded one.
+
+    The allocator's peak for a given model, batch and backend is the same from run to run (it is a
+    count of bytes, not a time), so no noise model is needed: a rise above `threshold` is
+    `more_memory`, a fall below 1/(1 + threshold) is `less_memory`.
+    """
+    if not (_positive(base) and _positive(new)):
+        return None
+    r = float(new) / float(base)
+    verdict = "more_memory" if r > 1 + threshold else "less_memory" if r < 1 / (1 + threshold) else "same_memory"
+    return ResourceVerdict(verdict, float(base), float(new), r, r, r, threshold)
+
+
+def energy_bound(power: Mapping[str, Any]) -> float:
+    """The relative error of one record's energy figure.
+
+    The counter's own bound (`power.counter_error_bound`: two counter updates over the window) where
+    the counter was read, else SAMPLED_ENERGY_BOUND; never less than the disagreement between counter
+    and integrated samples when the record says they disagree.
+    """
+    bound = power.get("counter_error_bound")
+    b = float(bound) if power.get("method") == "counter" and _positive(bound) else SAMPLED_ENERGY_BOUND
+    check = power.get("cross_check") or {}
+    difference = check.get("relative_difference")
+    if _positive(difference) and _positive(check.get("tolerance")) and difference > check["tolerance"]:
+        b = max(b, float(difference))
+    return min(b, 0.99)
+
+
+def energy_verdict(base: Mapping[str, Any] | None, new: Mapping[str, Any] | None,
+                   threshold: float = ENERGY_THRESHOLD, uncertain: str = "") -> ResourceVerdict | None:
+    """J/image new vs base; None unless both records measured energy.
+
+    One timed window gives one energy figure, so there is nothing to resample. Each figure carries a
+    relative error bound b (`energy_bound`); the ratio r = new/base is therefore known to lie in
+    [r (1 - b_new) / (1 + b_base), r (1 + b_new) / (1 - b_base)]. That interval takes the place of the
+    bootstrap interval in the timing rule, with the same thresholds: `more_energy` if r >= 1 + t and
+    the interval's low end > 1 + t/2; `less_energy` the mirror image; `same_energy` if the interval
+    lies within [1/(1 + t), 1 + t]; otherwise `energy_uncertain`. `uncertain` (a window flagged too
+    short for its energy figure) makes the verdict `energy_uncertain` whatever the figures say.
+    """
+    if not base or not new:
+        return None
+    jb, jn = base.get("j_per_image"), new.get("j_per_image")
+    if not (_positive(jb) and _positive(jn)):
+        return None
+    bb, bn = energy_bound(base), energy_bound(new)
+    r = float(jn) / float(jb)
+    low, high = r * (1 - bn) / (1 + bb), r * (1 + bn) / (1 - bb)
+    up, half = 1 + threshold, 1 + threshold / 2
+    if uncertain:
+        verdict = "energy_uncertain"
+    elif r >= up and low > half:
+        verdict = "more_energy"
+    elif r <= 1 / up and high < 1 / half:
+        verdict = "less_energy"
+    elif low >= 1 / up and high <= up:
+        verdict = "same_energy"
+    else:
+        verdict = "energy_uncertain"
+    reason = uncertain or f"error bounds ±{bb:.1%} (base), ±{bn:.1%} (new)"
+    return ResourceVerdict(verdict, float(jb), float(jn), r, low, high, threshold, reason)
+
+
+def resource_rule_text(memory_threshold: float = MEMORY_THRESHOLD, energy_threshold: float = ENERGY_THRESHOLD) -> str:
+    """The memory and energy rules in one sentence."""
+    m, e = memory_threshold * 100, energy_threshold * 100
+    return (f"peak memory: more_memory if new/base > 1 + {m:g} %; J/image (both sides measured): "
+            f"ratio bounded by each figure's error bound, more_energy if r ≥ 1 + {e:g} % and the bound's low "
+            f"end > 1 + {e / 2:g} %")

@@ -13,19 +13,30 @@ from rbench.cli.common import UsageError, console, err
 def cmd_compare(args: argparse.Namespace) -> int:
     from rbench.analysis import compare, render
 
+    fail_on = args.fail_on or ["any"]
     try:
         threshold = compare.parse_threshold(args.threshold) if args.threshold else None
-        result = compare.compare_paths([args.base], [args.new], threshold, args.across_machines)
+        limits = {k: compare.parse_threshold(getattr(args, k), f"--{k.replace('_', '-')}")
+                  for k in ("memory_threshold", "energy_threshold") if getattr(args, k)}
+        result = compare.compare_paths([args.base], [args.new], threshold, args.across_machines, **limits)
     except compare.CompareError as e:
         raise UsageError(f"rbench compare: {e}") from None
+    for path, text in ((args.markdown, lambda: render.to_markdown(result, fail_on)),
+                       (args.json, lambda: render.to_json(result, fail_on) + "\n")):
+        if path:
+            try:
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(text())
+            except OSError as e:
+                raise UsageError(f"rbench compare: cannot write {path}: {e.strerror or e}") from None
     if args.format == "json":
-        sys.stdout.write(render.to_json(result, args.fail_on) + "\n")
+        sys.stdout.write(render.to_json(result, fail_on) + "\n")
     elif args.format == "markdown":
-        sys.stdout.write(render.to_markdown(result, args.fail_on))
+        sys.stdout.write(render.to_markdown(result, fail_on))
     else:
         console.print(render.rich_table(result))
-        console.print(render.text_footer(result, args.fail_on), markup=False, highlight=False)
-    return 1 if result.regressions(args.fail_on) else 0
+        console.print(render.text_footer(result, fail_on), markup=False, highlight=False)
+    return 1 if result.regressions(fail_on) else 0
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -103,11 +114,18 @@ def add_to(sub: Any) -> None:
     p.add_argument("new", help="the results to judge: a run file, pytest-benchmark JSON, or a directory")
     p.add_argument("--threshold", metavar="PCT",
                    help="smallest change worth reporting, e.g. 5%% or 0.05 (default: the suite's `threshold`, else 5%%)")
-    p.add_argument("--fail-on", choices=FAIL_ON, default="any",
-                   help="what makes the exit status 1: slower cases, status regressions (ok -> oom/error/...), or "
-                        "either (default)")
+    p.add_argument("--fail-on", choices=FAIL_ON, action="append",
+                   help="what makes the exit status 1 (repeatable): slower cases, status regressions (ok -> "
+                        "oom/error/...), memory (more_memory), energy (more_energy), any = slower or status "
+                        "(default), all = every kind")
+    p.add_argument("--memory-threshold", metavar="PCT",
+                   help="peak-memory rise that is more_memory, e.g. 5%% (default 5%%)")
+    p.add_argument("--energy-threshold", metavar="PCT",
+                   help="J/image rise that is more_energy, beyond the figures' error bounds (default 10%%)")
     p.add_argument("--format", choices=["table", "markdown", "json"], default="table",
-                   help="table (terminal), markdown (pull-request comment) or json")
+                   help="table (terminal), markdown (pull-request comment) or json, on stdout")
+    p.add_argument("--markdown", metavar="FILE", help="also write the markdown to FILE")
+    p.add_argument("--json", metavar="FILE", help="also write the JSON to FILE")
     p.add_argument("--across-machines", action="store_true",
                    help="compare even if device or performance-relevant software (torch, CUDA/HIP, cuDNN, Triton, "
                         "driver) differ")
