@@ -173,6 +173,28 @@ def judge(base: Sequence[float] | None, new: Sequence[float] | None, threshold: 
     return Verdict(classify(est, threshold), est, threshold)
 
 
+def quantile_interval(samples: Sequence[float], q: float, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """A distribution-free confidence interval for the q-quantile: two order statistics of the samples.
+
+    With B ~ Binomial(n, q) the number of samples below the true quantile, the interval from the l-th to
+    the u-th smallest sample (1-based) covers it with probability P(l <= B < u); l is the largest and u
+    the smallest rank that leave at most (1 - confidence)/2 on each side. Where n is too small for that
+    (the p99 of 40 samples, say), the interval ends at the smallest or largest sample.
+    """
+    x = np.sort(np.asarray(samples, dtype=float))
+    n = len(x)
+    if n == 0 or not 0 < q < 1:
+        raise ValueError("quantile_interval needs samples and 0 < q < 1")
+    tail = (1 - confidence) / 2
+    log_q, log_p = math.log(q), math.log1p(-q)
+    pmf = np.exp([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_q + (n - k) * log_p
+                  for k in range(n + 1)])
+    cdf = np.cumsum(pmf)  # cdf[k] = P(B <= k)
+    low_rank = max([r for r in range(1, n + 1) if cdf[r - 1] <= tail], default=1)
+    high_rank = min([r for r in range(1, n + 1) if 1 - cdf[r - 1] <= tail], default=n)
+    return float(x[low_rank - 1]), float(x[high_rank - 1])
+
+
 def rule_text(threshold: float | None = None) -> str:
     """The rule in one sentence, for reports and pull-request comments."""
     t = "t" if threshold is None else f"t = {threshold * 100:g} %"

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from rbench import __version__
-from rbench.cli import analysis_commands, run_commands
+from rbench.cli import analysis_commands, export_commands, run_commands
 from rbench.cli.common import UsageError, err
 
 __all__ = ["build_parser", "main", "UsageError"]
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run_commands.add_to(sub)
     analysis_commands.add_to(sub)
+    export_commands.add_to(sub)
     return parser
 
 
