@@ -28,7 +28,7 @@ ROWS: list[list[str]] = [
     ["rbench.hw.base", "rbench.hw.sampling", "rbench.hw.host", "rbench.hw.nvidia", "rbench.hw.amd",
      "rbench.hw.intel", "rbench.hw.apple", "rbench.hw.detect"],
     ["rbench.run.*"],
-    ["rbench.cli.common", "rbench.cli.*", "rbench.cli"],
+    ["rbench.cli.common", "rbench.cli.*", "rbench.cli", "rbench.pytest_plugin"],
 ]
 VENDOR_FILES = {"rbench.hw.nvidia", "rbench.hw.amd", "rbench.hw.intel", "rbench.hw.apple"}
 NO_TORCH = ("torch", "torchvision", "triton", "rbench.hw", "rbench.run", "rbench_kernels")
