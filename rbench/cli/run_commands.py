@@ -38,7 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 else isolation.Worker(s.device.kind, s.path.with_suffix(".log")))
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        with progress(console) as bar:
+        with progress(err) as bar:  # live progress on stderr: `rbench run ... > table.txt` keeps the table
             task = bar.add_task("", total=len(s.todo))
             s.run(executor, on_start=lambda i, c: bar.update(task, description=c.id),
                   on_done=lambda i, r: bar.advance(task))
@@ -67,6 +67,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rbench.run import backends, models
 
     device = detect.detect(args.device)
+    if args.json:
+        return _list_json(device)
     console.print(f"[bold]This machine:[/] {device.name} ({device.kind})")
     table = Table("precision", "on this machine", header_style="bold")
     for p in spec.PRECISIONS:
@@ -86,12 +88,44 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_json(device: Any) -> int:
+    """`rbench list --json`: the same facts as the tables, for programs (null where supported)."""
+    import json
+    import sys
+
+    from rbench import spec
+    from rbench.run import backends, models
+
+    probe = lambda name: spec.Case("resnet50", 1, 224, "fp32", name, "inference", "channels_last", device.kind)  # noqa: E731
+    sys.stdout.write(json.dumps({
+        "device": {"name": device.name, "kind": device.kind},
+        "precisions": {p: {"unsupported": device.unsupported_precision(p)} for p in spec.PRECISIONS},
+        "backends": {n: {"unsupported": b.unsupported(probe(n), device)} for n, b in backends.REGISTRY.items()},
+        "compile_modes": list(spec.COMPILE_MODES), "memory_formats": list(spec.MEMORY_FORMATS),
+        "modes": list(spec.MODES), "models": models.names(), "families": _families_json()}, indent=2, default=str)
+        + "\n")
+    return 0
+
+
+def _families_json() -> list[dict[str, Any]]:
+    import dataclasses
+
+    from rbench.run.zoo import catalog
+
+    return [dataclasses.asdict(g) for g in catalog.groups()]
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     import json
+    import sys
 
     from rbench.hw import detect
 
-    console.print_json(json.dumps(detect.environment(detect.detect(args.device)), default=str))
+    text = json.dumps(detect.environment(detect.detect(args.device)), default=str, indent=2)
+    if sys.stdout.isatty():
+        console.print_json(text)
+    else:  # plain JSON for pipes and files: rich would fold long values at the console's width
+        sys.stdout.write(text + "\n")
     return 0
 
 
@@ -119,6 +153,7 @@ def add_to(sub: Any) -> None:
 
     p = sub.add_parser("list", help="models, backends, precisions, and what this machine supports")
     p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print the same as JSON (for programs)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("kernels", help="the Triton kernels: `rbench kernels check` cross-compiles them for GPUs")
