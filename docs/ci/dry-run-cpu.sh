@@ -2,7 +2,8 @@
 # The steps of docs/ci/github-actions.yml, end to end on a CPU, without GitHub:
 #   1. run a suite and store it as the baseline for this machine,
 #   2. run it again and compare: nothing changed, so `rbench compare` exits 0,
-#   3. run it while two busy processes compete for the CPU (a real slowdown) and compare: exits 1.
+#   3. run it while two busy processes compete for the CPU (a real slowdown) and compare: exits 1,
+#   4. export the runs as CSV, github-action-benchmark and Bencher JSON.
 # Usage: bash docs/ci/dry-run-cpu.sh [WORKDIR]     (about two minutes; needs rbench installed)
 set -euo pipefail
 
@@ -39,6 +40,11 @@ rbench run "$SUITE" --out "$WORK/ci-slow" > "$WORK/ci-slow.log"
 kill $hog1 $hog2
 trap - EXIT
 slowed=$(compare_latest "$WORK/ci-slow")
+
+echo "== 4. exports for dashboards: CSV, github-action-benchmark and Bencher JSON"
+rbench export "$WORK/ci" "$WORK/ci-slow" --format csv -o "$WORK/cases.csv"
+rbench export "$(rbench latest "$WORK/ci")" --format gab -o "$WORK/gab-latency.json"
+rbench export "$(rbench latest "$WORK/ci")" --format bmf -o "$WORK/bmf.json"
 
 echo "== exit status of rbench compare: unchanged run $same (want 0), slowed run $slowed (want 1)"
 [ "$same" -eq 0 ] && [ "$slowed" -eq 1 ]
