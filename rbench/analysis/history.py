@@ -161,7 +161,8 @@ def _t_test(a: np.ndarray, b: np.ndarray) -> float:
 
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         return 0.0 if a[0] != b[0] else 1.0
-    return float(scipy_stats.ttest_ind(a, b, equal_var=False, trim=TRIM).pvalue)
+    p = float(scipy_stats.ttest_ind(a, b, equal_var=False, trim=TRIM).pvalue)
+    return p if math.isfinite(p) else 1.0
 
 
 def noise_sigma(y: np.ndarray) -> float:

@@ -51,7 +51,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         raise UsageError(f"rbench history: {e}") from None
     from rbench.analysis import trends
 
-    console.print(trends.rich_table(h))
+    if any(s.changes for s in h.series):
+        console.print(trends.rich_table(h))
     console.print(trends.footer(h), markup=False, highlight=False)
     try:
         if args.json:
