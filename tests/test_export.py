@@ -14,6 +14,7 @@ import pytest
 import realruns
 from test_compare import case, run_cli, write_run
 from test_compare_resources import GIB, counter_power, measured
+from test_history import tiny_case
 
 from rbench import results
 from rbench.analysis import export
@@ -46,18 +47,9 @@ BMF_SCHEMA = {
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real CPU run of resnet18/bs1/32px (20 one-iteration windows, the harness's own timing)."""
-    import torch
-
-    from rbench import spec
     from rbench.hw import detect
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        suite = spec.Suite(**{**realruns.SUITE, "batch_sizes": (1,)}, policy=spec.Policy(**realruns.WINDOW),
-                           threshold=None)
-        device = detect.detect("cpu")
-        (c,) = suite.cases("cpu")
+    with tiny_case() as (suite, device, c):
         timed = realruns._windows(c, device, ["a"], rounds=20)["a"]
         w = results.RunWriter.create(tmp_path_factory.mktemp("export") / "real.jsonl", suite.to_dict(),
                                      detect.environment(device), device_kind="cpu")
@@ -65,8 +57,6 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         w.append(results.new_record(c.__class__(**{**c.to_dict(), "batch_size": 4}), "oom", "out of memory"))
         w.mark("end", status="complete")
         return w.path
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture
