@@ -23,12 +23,13 @@ MODES = ("inference", "training")
 DEVICES = ("auto", "cuda", "rocm", "xpu", "mps", "cpu")
 # Keys of the per-device `overrides:` block: device kinds as `devices.detect()` names them.
 DEVICE_KINDS = ("cuda", "rocm", "xpu", "mps", "cpu")
+MAX_NPROC = 1024  # ranks per node in a suite (capped again at the devices present when a run starts)
 
 
 # What identifies a case across runs (what `rbench compare` matches on), and its id for people. A field
 # added later gets a default here, so that records written before it existed keep matching.
-KEY_FIELDS = ("model", "batch_size", "image_size", "precision", "backend", "mode", "memory_format")
-KEY_DEFAULTS: dict[str, Any] = {}
+KEY_FIELDS = ("model", "batch_size", "image_size", "precision", "backend", "mode", "memory_format", "nproc_per_node")
+KEY_DEFAULTS: dict[str, Any] = {"nproc_per_node": 1}
 
 
 def record_key(record: Mapping[str, Any]) -> tuple:
@@ -42,7 +43,8 @@ def record_id(record: Mapping[str, Any]) -> str:
         return str(record["case_id"])
     r = record
     return (f"{r.get('model')}/bs{r.get('batch_size')}/{r.get('image_size')}px/{r.get('precision')}/"
-            f"{r.get('backend')}/{r.get('mode')}/{r.get('memory_format')}")
+            f"{r.get('backend')}/{r.get('mode')}/{r.get('memory_format')}"
+            + (f"/np{r['nproc_per_node']}" if r.get("nproc_per_node", 1) != 1 else ""))
 
 
 class SpecError(ValueError):
@@ -81,6 +83,7 @@ class Case:
     mode: str
     memory_format: str
     device: str
+    nproc_per_node: int = 1  # processes (ranks) on this node; > 1 runs through torchrun (rbench.run.distributed)
 
     def key(self) -> tuple:
         return record_key(self.to_dict())
@@ -120,6 +123,7 @@ class Suite:
     threshold: float | None = None  # regression threshold for `rbench compare` (fraction), if set
     exclude: tuple[Mapping[str, Any], ...] = ()  # partial cases to leave out, e.g. {backend: compile, mode: training}
     source: str = ""  # the file it was loaded from
+    nproc_per_node: tuple[int, ...] = (1,)  # ranks per node, one device each; innermost, so 1 runs before 2
 
     def for_device(self, kind: str) -> Suite:
         """The suite with the `overrides[kind]` block applied (ROCm falls back to the `cuda` block)."""
@@ -142,9 +146,9 @@ class Suite:
         """Every case of this suite on `device`, in a stable order (model-major, then batch)."""
         cases = (
             Case(model=m, batch_size=b, image_size=self.image_size, precision=p, backend=be,
-                 mode=mo, memory_format=self.memory_format, device=device)
-            for m, b, p, be, mo in itertools.product(self.models, self.batch_sizes, self.precisions,
-                                                     self.backends, self.modes)
+                 mode=mo, memory_format=self.memory_format, device=device, nproc_per_node=n)
+            for m, b, p, be, mo, n in itertools.product(self.models, self.batch_sizes, self.precisions,
+                                                        self.backends, self.modes, self.nproc_per_node)
         )
         return [c for c in cases if not any(_matches(c, rule) for rule in self.exclude)]
 
@@ -163,9 +167,9 @@ def _matches(case: Case, rule: Mapping[str, Any]) -> bool:
     return True
 
 
-_EXCLUDE_KEYS = ("model", "batch_size", "precision", "backend", "mode")
+_EXCLUDE_KEYS = ("model", "batch_size", "precision", "backend", "mode", "nproc_per_node")
 _LIST_FIELDS = {
-    "models": str, "batch_sizes": int, "precisions": str, "backends": str, "modes": str,
+    "models": str, "batch_sizes": int, "precisions": str, "backends": str, "modes": str, "nproc_per_node": int,
 }
 _SCALAR_FIELDS = {
     "name": str, "description": str, "image_size": int, "memory_format": str, "device": str,
@@ -266,6 +270,9 @@ class _Checker:
                 if not allowed_backend(b):
                     allowed = list(BACKENDS) + [f"compile:{m}" for m in COMPILE_MODES]
                     raise self.fail(where + ("backends", i), f"unknown backend {b!r}", ", ".join(allowed))
+        for i, n in enumerate(out.get("nproc_per_node", [])):
+            if not 1 <= n <= MAX_NPROC:
+                raise self.fail(where + ("nproc_per_node", i), f"processes per node out of range: {n}", f"1 to {MAX_NPROC}")
         for i, b in enumerate(out.get("batch_sizes", [])):
             if b <= 0:
                 raise self.fail(where + ("batch_sizes", i), f"batch size must be positive, got {b}")
