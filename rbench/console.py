@@ -100,3 +100,20 @@ def status_counts(records: Iterable[dict[str, Any]]) -> str:
     for r in records:
         counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def scaling_table(records: list[dict[str, Any]]) -> Table | None:
+    """The multi-process cases (torchrun): ranks, global img/s, scaling efficiency, rank spread, all-reduce share."""
+    from rich.markup import escape
+
+    rows = [r for r in records if r.get("world_size") and r.get("status") == "ok"]
+    if not rows:
+        return None
+    table = Table("case", "ranks", "img/s", "scaling", "slowest rank", "all-reduce", header_style="bold",
+                  title="multi-process cases: global img/s over the slowest rank's window; scaling vs 1 process")
+    for r in rows:
+        spread, eff = r.get("rank_spread") or {}, r.get("scaling_efficiency")
+        table.add_row(escape(str(r.get("case_id", "?"))), str(r["world_size"]), _num(r.get("throughput_ips"), ",.1f"),
+                      format(eff, ".0%") if isinstance(eff, (int, float)) else "-",
+                      f"{_num(spread.get('spread'), '.1%')} below fastest", _num(r.get("allreduce_share"), ".0%"))
+    return table

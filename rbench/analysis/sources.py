@@ -100,7 +100,24 @@ def run_identity(env: Mapping[str, Any]) -> dict[str, Any]:
     driver = _driver(env)
     if driver is not None:
         ident["driver"] = driver
+    if ranks_identity(env.get("ranks")):
+        ident["ranks"] = ranks_identity(env.get("ranks"))
     return ident
+
+
+def ranks_identity(ranks: Any) -> str | None:
+    """Every rank's device in a run with multi-process cases (`env.ranks`), e.g. `4 x NVIDIA H100 (driver 550.54)
+    on 1 host`: a 4-GPU run then matches only a run on the same GPUs, driver and number of hosts."""
+    entries = [r for r in ranks if isinstance(r, dict) and isinstance(r.get("device"), dict)] if isinstance(
+        ranks, list) else []
+    counts: dict[str, int] = {}
+    for r in entries:
+        version = r["driver"].get("version") if isinstance(r.get("driver"), dict) else r.get("driver")
+        name = f"{r['device'].get('name', '?')}" + (f" (driver {version})" if version else "")
+        counts[name] = counts.get(name, 0) + 1
+    hosts = len({r.get("host") for r in entries})
+    return (", ".join(f"{n} x {name}" for name, n in counts.items()) + f" on {hosts} host{'s' * (hosts != 1)}"
+            if entries else None)
 
 
 def _driver(env: Mapping[str, Any]) -> Any:

@@ -14,15 +14,16 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rbench.console import notes, progress, run_table, status_counts
-    from rbench.run import isolation, session
+    from rbench.console import notes, progress, run_table, scaling_table, status_counts
+    from rbench.run import distributed_launch, isolation, session
 
     try:
+        launch = distributed_launch.Launch.from_args(args)
         if args.resume:
-            s = session.resume_session(args.resume, args.filter)
+            s = session.resume_session(args.resume, args.filter, launch=launch)
         else:
-            s = session.open_session(args.suite, args.out, args.device, args.filter or ())
-    except session.SessionError as e:
+            s = session.open_session(args.suite, args.out, args.device, args.filter or (), launch=launch)
+    except (session.SessionError, distributed_launch.LaunchError) as e:
         raise UsageError(str(e)) from None
     p = s.profile
     if s.uses_profile:
@@ -36,6 +37,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     executor = (isolation.InProcess(s.device.kind) if args.isolation == "none"
                 else isolation.Worker(s.device.kind, s.path.with_suffix(".log")))
+    # nproc_per_node > 1: through torchrun (rbench.run.distributed_launch); the rest as before
+    executor = distributed_launch.Dispatch(executor, s.device.kind, s.path.with_suffix(".log"), launch, s.records)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         with progress(err) as bar:  # live progress on stderr: `rbench run ... > table.txt` keeps the table
@@ -54,6 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(run_table(records, title=f"{s.suite.name} on {s.device.name}"))
     if notes(records):
         console.print(notes(records), markup=False, highlight=False)
+    if scaling_table(records) is not None:
+        console.print(scaling_table(records))
     console.print(f"{status_counts(records)}\nresults: {s.path}")
     failed = [r for r in records if r["status"] not in ("ok", "unsupported", "skipped")]
     return 1 if args.strict and failed else 0
@@ -149,6 +154,11 @@ def add_to(sub: Any) -> None:
                    help="process (default): each case in a worker process that a crash or hang cannot take "
                         "down with it; none: in this process")
     p.add_argument("--strict", action="store_true", help="exit 1 if any case ended oom/error/timeout/incorrect/over_budget")
+    # Passed through to torchrun for cases with nproc_per_node > 1 (give the same on every node; see README).
+    p.add_argument("--nnodes", type=int, default=1, help="torchrun --nnodes: nodes that run each multi-process case")
+    p.add_argument("--node-rank", type=int, help="torchrun --node-rank: this node's rank, 0 to NNODES-1")
+    p.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="torchrun --rdzv-endpoint (c10d rendezvous)")
+    p.add_argument("--rdzv-id", help="torchrun --rdzv-id, e.g. $SLURM_JOB_ID (each case adds its own suffix)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("list", help="models, backends, precisions, and what this machine supports")

@@ -16,7 +16,7 @@ from typing import Any
 from rbench import results, spec
 from rbench.hw import detect
 from rbench.hw.base import Device
-from rbench.run import models, runner
+from rbench.run import distributed_launch, models, runner
 
 
 class SessionError(ValueError):
@@ -72,7 +72,8 @@ def _device(kind: str, where: str) -> Device:
 
 
 def open_session(suite_path: str | None, out_dir: str | Path, device: str | None = None,
-                 patterns: Sequence[str] = (), argv: Sequence[str] | None = None) -> Session:
+                 patterns: Sequence[str] = (), argv: Sequence[str] | None = None,
+                 launch: distributed_launch.Launch | None = None) -> Session:
     """Start a new run of the suite at `suite_path` into a new run file under `out_dir`."""
     if not suite_path:
         raise SessionError("rbench run: give a suite file (e.g. suites/smoke.yaml) or --resume RUNFILE")
@@ -80,15 +81,17 @@ def open_session(suite_path: str | None, out_dir: str | Path, device: str | None
     where = "--device" if device else f"{suite_path}: field 'device'"
     dev = _device(device or suite.device, where)
     profile = suite.for_device(dev.kind)
-    cases = profile.cases(dev.kind)
+    ranks = distributed_launch.plan(profile.cases(dev.kind), dev, launch)  # nproc_per_node capped; every rank's device
+    cases = ranks.cases
     path = results.default_path(out_dir, suite.name, dev.kind)
-    writer = results.RunWriter.create(path, suite.to_dict(), detect.environment(dev), device_kind=dev.kind,
+    writer = results.RunWriter.create(path, suite.to_dict(), {**detect.environment(dev), **ranks.env}, device_kind=dev.kind,
                                       suite_path=str(suite_path), argv=list(argv if argv is not None else sys.argv),
-                                      filter=list(patterns))
+                                      filter=list(patterns), **ranks.header)
     return Session(path, writer, suite, profile, dev, cases, list(cases), patterns=tuple(patterns))
 
 
-def resume_session(run_path: str | Path, patterns: Sequence[str] | None = None) -> Session:
+def resume_session(run_path: str | Path, patterns: Sequence[str] | None = None,
+                   launch: distributed_launch.Launch | None = None) -> Session:
     """Continue the run file at `run_path`: the same suite, device kind and `--filter` as it started with."""
     try:
         previous = results.read_run(run_path)
@@ -97,7 +100,7 @@ def resume_session(run_path: str | Path, patterns: Sequence[str] | None = None) 
     suite = spec.from_dict(previous.suite)
     dev = _device(previous.header.get("device_kind", "auto"), f"{run_path}: device_kind")
     profile = suite.for_device(dev.kind)
-    cases = profile.cases(dev.kind)
+    cases = distributed_launch.plan(profile.cases(dev.kind), dev, launch, identify=False).cases
     stored = tuple(previous.header.get("filter") or ())
     chosen = tuple(patterns) if patterns else stored
     # A new --filter on resume may select cases the first filter skipped: those are measured now.
