@@ -55,7 +55,7 @@ def measured() -> dict[str, Any]:
     with tiny_case() as (suite, device, c):
         normal = realruns._windows(c, device, [f"n{i}" for i in range(NORMAL)], rounds=10)
         heavier = dataclasses.replace(c, image_size=c.image_size * 3)
-        slow = realruns._windows(heavier, device, [f"s{i}" for i in range(SLOW)], rounds=2, per_window=5)
+        slow = realruns._windows(heavier, device, [f"s{i}" for i in range(SLOW)], rounds=6)
         return {"suite": suite.to_dict(), "env": detect.environment(device),
                 "records": [realruns._record(c, m) for m in [*normal.values(), *slow.values()]]}
 
