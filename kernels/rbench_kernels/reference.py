@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from . import qconv, qreference
 from ._common import output
 
 
@@ -63,8 +64,16 @@ def conv_bn_act(
     relu: bool = True,
     allow_tf32: bool = False,
     out: torch.Tensor | None = None,
+    residual_scale: float | None = None,
+    out_scale: float | None = None,
 ) -> torch.Tensor:
-    """act(conv2d(x, weight) * scale + shift + residual); allow_tf32 is accepted and ignored (always IEEE)."""
+    """act(conv2d(x, weight) * scale + shift + residual); allow_tf32 is accepted and ignored (always IEEE).
+
+    int8 / float8_e4m3fn operands: `qreference` (exact integer arithmetic for int8, fp32 emulation for fp8)."""
+    if qconv.quantized(x, out_scale, residual_scale):
+        return qreference.conv_bn_act_q(x, weight, scale, shift, stride=stride, padding=padding, dilation=dilation,
+                                        residual=residual, residual_scale=residual_scale, relu=relu,
+                                        out_scale=out_scale, out=out)
     dt = _compute_dtype(x)
     with torch.no_grad(), _ieee_fp32(x.device):
         y = F.conv2d(x.to(dt), weight.to(dt), None, stride, padding, dilation, groups)
@@ -87,10 +96,13 @@ def conv1x1_bn_act(
     relu: bool = True,
     allow_tf32: bool = False,
     out: torch.Tensor | None = None,
+    residual_scale: float | None = None,
+    out_scale: float | None = None,
 ) -> torch.Tensor:
     """`conv_bn_act` with a (K, C) or (K, C, 1, 1) weight and padding 0."""
     w4 = weight.reshape(weight.shape[0], weight.shape[1], 1, 1)
-    return conv_bn_act(x, w4, scale, shift, stride=stride, residual=residual, relu=relu, out=out)
+    return conv_bn_act(x, w4, scale, shift, stride=stride, residual=residual, relu=relu, out=out,
+                       residual_scale=residual_scale, out_scale=out_scale)
 
 
 def add_act(
