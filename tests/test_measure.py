@@ -89,3 +89,55 @@ def test_run_excludes_warmup_and_times_each_iteration():
     assert timing.samples_ms == pytest.approx([10.0] * 5)
     assert timing.window_s == pytest.approx(0.05)
     assert seen == list(range(8))  # warm-up indices continue into the timed window (buffer rotation)
+
+
+FLAGSHIP = Policy(warmup_iters=10, warmup_s=1.0, min_iters=20, min_s=2.0, max_s=30.0)  # suites/resnet50_fp16.yaml
+
+
+def run_with_times(times_s, policy):
+    """measure.run over a fake step whose i-th call takes times_s[i] seconds (the last one repeats)."""
+    dev = FakeClockDevice()
+
+    def step(i):
+        dev.now += times_s[min(i, len(times_s) - 1)]
+
+    return measure.run(step, dev, policy, clock=dev.clock)
+
+
+def test_compilation_in_the_first_iteration_never_counts_toward_the_estimate():
+    """compile + training compiles inside warm-up: a 60 s first iteration, then 0.1 s ones (issue 18, item 1).
+
+    Planning from warm-up iterations that include the compilation would make the case over_budget.
+    """
+    timing = run_with_times([60.0, 0.1], FLAGSHIP)
+    assert timing.iters == 20  # planned from the 0.1 s iterations: min_s=2 s / 0.1 s
+    assert timing.warmup_iters == 10  # max_s does not cut warm-up short: compilation is not the loop's cost
+    assert timing.samples_ms == pytest.approx([100.0] * 20)
+
+
+@pytest.mark.parametrize("times_s, settled_at", [
+    ([40.0, 20.0, 0.1], 4),  # forward compiled, then backward recompiled: two slow iterations
+    ([5.0, 5.0, 1.0], 4),  # CUDA graphs: eager-ish, recorded, then replayed
+])
+def test_warm_up_goes_on_until_the_iteration_time_settles(times_s, settled_at):
+    timing = run_with_times(times_s, Policy(warmup_iters=2, warmup_s=0.0, min_iters=5, min_s=0.0, max_s=30.0))
+    assert timing.warmup_iters == settled_at
+    assert timing.samples_ms == pytest.approx([times_s[-1] * 1e3] * 5)
+
+
+def test_a_case_that_cannot_fit_is_over_budget_after_a_short_warm_up():
+    with pytest.raises(measure.OverBudget, match="min_iters=20 x 10 s/iter"):
+        run_with_times([15.0, 10.0], FLAGSHIP)
+    assert measure.warmed_up([15.0, 10.0, 10.0], 35.0, FLAGSHIP)  # settled and hopeless: no 10 warm-ups
+
+
+def test_warm_up_that_never_settles_is_bounded():
+    dev = FakeClockDevice()
+
+    def step(i):
+        dev.now += 0.1 if i % 2 else 0.2  # alternating: consecutive iterations never agree within 1.5x
+
+    timing = measure.run(step, dev, Policy(warmup_iters=1, warmup_s=0.0, min_iters=3, min_s=0.0, max_s=1.0),
+                         clock=dev.clock)
+    assert timing.warmup_s <= 2 * 1.0 + 0.5  # stopped at twice max_s of steady time
+    assert timing.iters >= 3

@@ -1,8 +1,9 @@
 """The timing loop and its statistics.
 
-Warm-up (not counted) runs until compilation, autotuning and algorithm search are done; the timed
-window then brackets every iteration with device events and synchronises once at the end.
-Percentiles follow MLPerf's nearest-rank rule.
+Warm-up (not counted) runs until compilation, autotuning and algorithm search are done and the
+iteration time has settled; the timed window, planned from the settled iterations only, then brackets
+every iteration with device events and synchronises once at the end. Percentiles follow MLPerf's
+nearest-rank rule.
 """
 
 from __future__ import annotations
@@ -58,8 +59,61 @@ def plan_iterations(iter_s: float, policy: Policy) -> int:
     if policy.min_iters * iter_s > policy.max_s:
         raise OverBudget(f"min_iters={policy.min_iters} x {iter_s:.3g} s/iter = {policy.min_iters * iter_s:.3g} s "
                          f"> max_s={policy.max_s:g} s")
-    wanted = max(policy.min_iters, math.ceil(policy.min_s / max(iter_s, 1e-9)))
+    # (1 - 1e-9): a clock's rounding (0.1 s / 4.9999999 ms) must not add an iteration.
+    wanted = max(policy.min_iters, math.ceil(policy.min_s / max(iter_s, 1e-9) * (1 - 1e-9)))
     return min(wanted, max(policy.min_iters, int(policy.max_s / max(iter_s, 1e-9))))
+
+
+# Warm-up has settled when the last two iterations (never the first, which always carries lazy
+# initialisation, compilation or autotuning) agree within this ratio.
+SETTLED_RATIO = 1.5
+# A warm-up iteration slower than this many times the median of the latest ones is compilation,
+# autotuning or a recompilation: it is left out of the estimate and of the warm-up's budget.
+SLOW_FACTOR = 3.0
+# The estimate is the median of at most this many of the latest settled warm-up iterations.
+ESTIMATE_ITERS = 5
+
+
+def _steady(warm_times: Sequence[float]) -> list[float]:
+    """The warm-up iterations that describe the timed loop: all but the first, less the slow outliers."""
+    later = list(warm_times[1:])
+    if not later:
+        return []
+    typical = statistics.median(later[-3:])
+    return [t for t in later if t <= SLOW_FACTOR * typical]
+
+
+def _settled(warm_times: Sequence[float]) -> bool:
+    """The last two iterations after the first agree: no compilation or autotuning is left in them."""
+    if len(warm_times) < 3:
+        return False
+    a, b = warm_times[-2:]
+    return max(a, b) <= SETTLED_RATIO * max(min(a, b), 1e-12)
+
+
+def warmed_up(warm_times: Sequence[float], elapsed_s: float, policy: Policy) -> bool:
+    """Whether warm-up may stop: the policy's minimum count and time are reached and the time has settled.
+
+    Iterations that were compilation (much slower than the latest ones) count toward neither the
+    estimate nor the budget. Once settled, warm-up also stops when `min_iters` at the estimate cannot
+    fit in `max_s` (the case is `over_budget`) or its steady iterations alone pass `max_s`; one that
+    never settles stops at twice `max_s` of steady time.
+    """
+    steady = _steady(warm_times)
+    steady_s = sum(steady)
+    if steady_s > 2 * policy.max_s and len(steady) >= 2:
+        return True
+    if not _settled(warm_times):
+        return False
+    reached = len(warm_times) >= max(1, policy.warmup_iters) and elapsed_s >= policy.warmup_s
+    hopeless = policy.min_iters * iteration_estimate(warm_times) > policy.max_s  # over_budget already
+    return reached or hopeless or steady_s > policy.max_s
+
+
+def iteration_estimate(warm_times: Sequence[float]) -> float:
+    """Seconds per iteration for planning: the median of the latest steady warm-up iterations."""
+    steady = _steady(warm_times) or list(warm_times)
+    return statistics.median(steady[-ESTIMATE_ITERS:])
 
 
 def run(step: Callable[[int], Any], device: Any, policy: Policy, window: Any = None,
@@ -67,22 +121,19 @@ def run(step: Callable[[int], Any], device: Any, policy: Policy, window: Any = N
     """Warm up `step(i)` (i selects the input buffer), then time a planned number of iterations.
 
     `device` provides `synchronize()` and `event()`. Warm-up is synchronised per iteration so that
-    its last iterations give an honest per-iteration estimate for planning the timed window.
-    `window`, if given, has `start()` and `stop()` called around exactly the timed window (the
-    telemetry monitor), with the device idle at both ends.
+    its settled iterations give an honest per-iteration estimate for planning the timed window
+    (`warmed_up`: compilation never counts toward it). `window`, if given, has `start()` and `stop()`
+    called around exactly the timed window (the telemetry monitor), with the device idle at both ends.
     """
     start = clock()
     warm_times: list[float] = []
-    while len(warm_times) < max(1, policy.warmup_iters) or clock() - start < policy.warmup_s:
+    while not warm_times or not warmed_up(warm_times, clock() - start, policy):
         t = clock()
         step(len(warm_times))
         device.synchronize()
         warm_times.append(clock() - t)
-        if len(warm_times) >= 2 and clock() - start > policy.max_s:
-            break  # warm-up alone overruns the case budget: plan from what it has seen
     iters, warmup_s = len(warm_times), clock() - start
-    # The median of the last few warm-up iterations: past compilation, robust to one hiccup.
-    n = plan_iterations(statistics.median(warm_times[-5:]), policy)
+    n = plan_iterations(iteration_estimate(warm_times), policy)
 
     starts = [device.event() for _ in range(n)]
     ends = [device.event() for _ in range(n)]
