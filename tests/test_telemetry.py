@@ -77,7 +77,7 @@ def test_counter_energy_is_power_times_window(monkeypatch, clock):
     assert p["counter_error_bound"] == pytest.approx(2 * 0.1 / 5.0)
     assert p["cross_check"]["relative_difference"] < 0.05
     assert r["flags"] == {"window_too_short": False, "energy_counter_disagrees": False, "throttled": False,
-                          "clocks_below_max": False, "other_processes": None}
+                          "clocks_below_max": False, "other_processes_at_start": None, "other_processes": None}
     assert r["warnings"] == []
     t = r["telemetry"]
     assert t["source"] == "nvml" and t["name"] == "NVIDIA H100 80GB HBM3" and t["mapped_by"] == "uuid"
@@ -150,8 +150,10 @@ def test_counter_that_never_advances_is_not_reported_as_zero(monkeypatch, clock)
 
 
 @pytest.mark.parametrize("mask, throttled, names", [
-    (0x4, True, ["sw_power_cap"]),
     (0x40 | 0x8, True, ["hw_slowdown", "hw_thermal_slowdown"]),
+    (0x20, True, ["sw_thermal_slowdown"]),
+    (0x80, True, ["hw_power_brake_slowdown"]),
+    (0x4, False, []),  # the power cap: information (power_capped_share), not a warning
     (0x1, False, []),  # idle is not throttling
     (0x2, False, []),  # held at the application clock: shown in throttle_reasons, not a throttle
 ])
@@ -164,15 +166,42 @@ def test_throttle_reasons_flag_and_warn(monkeypatch, clock, mask, throttled, nam
     warned = [w for w in r["warnings"] if "throttled" in w]
     assert bool(warned) is throttled
     for name in names:
-        assert name in warned[0]
+        assert f"{name} 100% of the window" in warned[0]
 
 
-def test_clock_below_its_maximum_is_flagged(monkeypatch, clock):
-    mon, _ = nvml_monitor(monkeypatch, clock, sm_clock=1410, sm_clock_max=1980)
+def test_power_cap_is_information_with_its_share_of_the_window(monkeypatch, clock):
+    """An H100 at its 700 W cap at large batch, at 1410 MHz: normal, so no warning (issue 18, item 9)."""
+    gpu = FakeGpu(clock, throttle=0x4, sm_clock=1410, power_w=700.0)
+    mon, _ = nvml_monitor(monkeypatch, clock, gpu=gpu)
+    mon.start()
+    for i in range(20):  # capped for the first 15 of the 20 samples in the window
+        gpu.throttle = 0x4 if i < 15 else 0x0
+        clock.advance(0.05)
+        mon.tick()
+    mon.stop()
+    r = mon.result(10)
+    assert r["telemetry"]["power_capped_share"] == pytest.approx(15 / 20)
+    assert r["telemetry"]["throttle_reasons"]["sw_power_cap"] == pytest.approx(15 / 20)
+    assert r["flags"]["throttled"] is False and r["flags"]["clocks_below_max"] is False
+    assert r["warnings"] == []
+
+
+@pytest.mark.parametrize("sm_clock, application, below", [
+    (1410, 1755, False),  # 80 % of the application clock: power management at work, not a warning
+    (1200, 1755, True),  # 68 %: locked or held-down clocks
+    (1200, None, True),  # no application clock: judged against the 1980 MHz maximum
+])
+def test_clock_far_below_the_application_clock_is_flagged(monkeypatch, clock, sm_clock, application, below):
+    gpu = FakeGpu(clock, sm_clock=sm_clock, sm_clock_max=1980,
+                  unsupported=set() if application else {"nvmlDeviceGetApplicationsClock"})
+    mon, _ = nvml_monitor(monkeypatch, clock, gpu=gpu)
     window(mon, clock, 1.0)
     r = mon.result(10)
-    assert r["flags"]["clocks_below_max"] is True
-    assert any("1980 MHz" in w for w in r["warnings"])
+    assert r["flags"]["clocks_below_max"] is below
+    reference = application or 1980
+    assert r["telemetry"]["clock_reference"] == ("application_clock_mhz" if application else "clock_max_mhz")
+    warned = [w for w in r["warnings"] if f"{reference} MHz" in w]
+    assert bool(warned) is below
 
 
 @pytest.mark.parametrize("pids, others", [
@@ -188,6 +217,30 @@ def test_other_processes_on_the_gpu(monkeypatch, clock, pids, others):
     assert r["telemetry"].get("other_processes") == others
     assert r["flags"]["other_processes"] is (None if others is None else bool(others))
     assert any("other processes" in w for w in r["warnings"]) is bool(others)
+
+
+def test_other_processes_on_the_gpu_when_the_case_starts(monkeypatch, clock):
+    """A leftover worker of a killed run still on the GPU as the next case builds and autotunes (issue 18, item 10)."""
+    gpu = FakeGpu(clock, pids=[os.getpid(), 4242])
+    mon, _ = nvml_monitor(monkeypatch, clock, gpu=gpu)
+    mon.case_start()
+    gpu.pids = [os.getpid()]  # gone by the timed window
+    window(mon, clock, 1.0)
+    r = mon.result(10)
+    assert r["telemetry"]["other_processes_at_start"] == [4242] and r["telemetry"]["other_processes"] == []
+    assert r["flags"]["other_processes_at_start"] is True and r["flags"]["other_processes"] is False
+    (warned,) = [w for w in r["warnings"] if "other processes" in w]
+    assert "when the case started (pid 4242" in warned and "autotuning" in warned
+
+
+def test_a_process_seen_during_the_window_is_named(monkeypatch, clock):
+    mon, _ = nvml_monitor(monkeypatch, clock, pids=[os.getpid(), os.getppid()])
+    mon.case_start()
+    window(mon, clock, 1.0)
+    r = mon.result(10)
+    assert r["flags"]["other_processes_at_start"] is True and r["flags"]["other_processes"] is True
+    during = next(w for w in r["warnings"] if "during the window" in w)
+    assert f"pid {os.getppid()} " in during  # with its command line, which this host can read
 
 
 def test_mig_instance_measures_the_parent_gpu_and_says_so(monkeypatch, clock):
@@ -444,7 +497,7 @@ def ok_record(**kw):
 
 
 def test_table_shows_watts_joules_and_warnings(monkeypatch, clock):
-    mon, _ = nvml_monitor(monkeypatch, clock, power_w=350.0, throttle=0x4, sm_clock=1500)
+    mon, _ = nvml_monitor(monkeypatch, clock, power_w=350.0, throttle=0x40, sm_clock=1200)
     window(mon, clock, 3.0)
     gpu = ok_record(**mon.result(images=9000))
     cpu = ok_record(batch_size=1, power=base.unavailable("RAPL not exposed: /sys/class/powercap does not exist"),
@@ -454,6 +507,6 @@ def test_table_shows_watts_joules_and_warnings(monkeypatch, clock):
     gpu_row = next(line for line in table.splitlines() if "350 W" in line)
     assert "⚠" in gpu_row
     assert "unavailable [3]" in table
-    assert "[1] warning: clocks throttled (sw_power_cap)" in notes
-    assert "[2] warning: clock below 90% of its 1980 MHz maximum" in notes
+    assert "[1] warning: clocks throttled (hw_thermal_slowdown 100% of the window)" in notes
+    assert "[2] warning: clock 1200 MHz, below 75% of its 1755 MHz application clock" in notes
     assert "[3] power unavailable: RAPL not exposed" in notes

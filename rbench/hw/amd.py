@@ -165,6 +165,7 @@ class AmdsmiSource(TelemetrySource):
     counter_label = "amdsmi energy counter (amdsmi_get_energy_count)"
     power_label = "amdsmi power samples (amdsmi_get_power_info)"
     watches_clocks = True
+    lists_processes = True
 
     def __init__(self, smi: Any, handle: Any, *, torch_index: int = 0, mapped_by: str = ""):
         super().__init__()

@@ -206,8 +206,12 @@ class TelemetrySource:
     power_label = "power samples"
     power_averaging_s = 0.0  # how long a power reading averages over (NVML: 1 s on Ampere and newer)
     has_power_readings = True  # False: power comes only from the energy counter
-    watches_clocks = False  # True: a clock below `limits()["clock_max_mhz"]` is flagged
-    throttling: frozenset[str] = frozenset()  # throttle reasons that mean the clocks were held down
+    watches_clocks = False  # True: a median clock far below the first of `clock_references` is flagged
+    # The `limits()` keys a window's clock is judged against, the first one known wins.
+    clock_references: tuple[str, ...] = ("clock_max_mhz",)
+    throttling: frozenset[str] = frozenset()  # throttle reasons that slow the clocks down: warned
+    power_capping: frozenset[str] = frozenset()  # throttle reasons of the power cap: information
+    lists_processes = False  # True: `processes()` can see other processes on the device
 
     def __init__(self) -> None:
         self.unavailable: dict[str, str] = {}
@@ -260,6 +264,9 @@ class Monitor:
     def __init__(self, device: Any, reason: str = "no power telemetry source for this device"):
         self.device = device
         self.reason = reason
+
+    def case_start(self) -> None:
+        """Called as a case starts (before build and compilation): a monitor may note the device's state."""
 
     def start(self) -> None:
         pass

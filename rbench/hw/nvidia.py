@@ -236,8 +236,10 @@ NVML_CLOCK_REASONS = {
     0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown",
     0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting",
 }
-NVML_THROTTLING = frozenset({"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
-                             "hw_power_brake_slowdown"})
+# Slowdowns that mean something is wrong with the GPU's cooling or power delivery: warned.
+NVML_THROTTLING = frozenset({"hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"})
+# The GPU holding its power limit: normal at large batch on a big GPU (an H100 at 700 W), so information.
+NVML_POWER_CAP = frozenset({"sw_power_cap"})
 
 
 def clock_reason_names(mask: int, table: dict[int, str] = NVML_CLOCK_REASONS) -> list[str]:
@@ -252,7 +254,10 @@ class NvmlSource(TelemetrySource):
     power_label = "nvml power samples (nvmlDeviceGetPowerUsage)"
     power_averaging_s = 1.0
     throttling = NVML_THROTTLING
+    power_capping = NVML_POWER_CAP
     watches_clocks = True
+    clock_references = ("application_clock_mhz", "clock_max_mhz")
+    lists_processes = True
 
     def __init__(self, nvml: Any, handle: Any, *, torch_index: int = 0, mapped_by: str = "",
                  mig_handle: Any = None, pid: int | None = None):
