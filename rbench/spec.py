@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Collection, Iterator, Mapping
+import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from rbench import suite_yaml
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "amp_fp16", "amp_bf16")
 BACKENDS = ("eager", "compile", "triton")
@@ -23,6 +26,11 @@ MODES = ("inference", "training")
 DEVICES = ("auto", "cuda", "rocm", "xpu", "mps", "cpu")
 # Keys of the per-device `overrides:` block: device kinds as `devices.detect()` names them.
 DEVICE_KINDS = ("cuda", "rocm", "xpu", "mps", "cpu")
+# Sane bounds: a suite beyond them is a typo (or hostile), and would fail much later and less clearly.
+MAX_BATCH_SIZE = 2**20
+MAX_IMAGE_SIZE = 8192
+MAX_ITERS = 10**8
+MAX_SECONDS = 7 * 24 * 3600.0
 MAX_NPROC = 1024  # ranks per node in a suite (capped again at the devices present when a run starts)
 
 
@@ -197,7 +205,7 @@ class _Checker:
 
     def fail(self, where: tuple, problem: str, allowed: str | None = None) -> SpecError:
         line = self._line(where)
-        field_name = _dotted(where)
+        field_name = suite_yaml.dotted(where)
         loc = f"{self.path}:{line}" if line else self.path
         msg = f"{loc}: field '{field_name}': {problem}" if field_name else f"{loc}: {problem}"
         if allowed:
@@ -276,8 +284,11 @@ class _Checker:
         for i, b in enumerate(out.get("batch_sizes", [])):
             if b <= 0:
                 raise self.fail(where + ("batch_sizes", i), f"batch size must be positive, got {b}")
-        if "image_size" in out and out["image_size"] < 32:
-            raise self.fail(where + ("image_size",), f"must be at least 32, got {out['image_size']}")
+            if b > MAX_BATCH_SIZE:
+                raise self.fail(where + ("batch_sizes", i), f"batch size {b} is too large", f"1 to {MAX_BATCH_SIZE}")
+        if "image_size" in out and not 32 <= out["image_size"] <= MAX_IMAGE_SIZE:
+            raise self.fail(where + ("image_size",), f"must be at least 32, got {out['image_size']}"
+                            if out["image_size"] < 32 else f"too large: {out['image_size']}", f"32 to {MAX_IMAGE_SIZE}")
         if "memory_format" in out and out["memory_format"] not in MEMORY_FORMATS:
             raise self.fail(where + ("memory_format",), f"unknown memory format {out['memory_format']!r}",
                             ", ".join(MEMORY_FORMATS))
@@ -293,9 +304,14 @@ class _Checker:
         for key, v in value.items():
             if key not in _POLICY_FIELDS:
                 raise self.fail(where + (key,), "unknown key", ", ".join(_POLICY_FIELDS))
-            kind = int if _POLICY_FIELDS[key] == "int" else (int, float)
-            self.check_type(where + (key,), v, kind)
-            if v < 0 or (v == 0 and key in ("min_iters", "max_s", "timeout_s")):
+            integer = _POLICY_FIELDS[key] == "int"
+            self.check_type(where + (key,), v, int if integer else (int, float))
+            top = f"{MAX_ITERS}" if integer else f"{MAX_SECONDS:g} seconds"
+            positive = key in ("min_iters", "max_s", "timeout_s")
+            if not math.isfinite(v) or v > (MAX_ITERS if integer else MAX_SECONDS):
+                raise self.fail(where + (key,), f"must be finite and at most {top}, got {v}",
+                                f"{'> 0' if positive else '>= 0'} and <= {top}")
+            if v < 0 or (v == 0 and positive):
                 raise self.fail(where + (key,), f"must be positive, got {v}")
             out[key] = v
         return out
@@ -339,37 +355,13 @@ def _type_name(kind: Any) -> str:
             bool: "a boolean", type(None): "nothing"}.get(kind, getattr(kind, "__name__", str(kind)))
 
 
-def _dotted(where: tuple) -> str:
-    out = ""
-    for part in where:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _line_map(node: yaml.Node, where: tuple = ()) -> Iterator[tuple[tuple, int]]:
-    """Yield (path, 1-based line) for every key and item of a composed YAML document."""
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            path = where + (key_node.value,)
-            yield path, key_node.start_mark.line + 1
-            yield from _line_map(value_node, path)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            yield where + (i,), item.start_mark.line + 1
-            yield from _line_map(item, where + (i,))
-
-
 def parse(text: str, source: str = "<suite>", models: Collection[str] | None = None) -> Suite:
     """Validate suite YAML text. `models`, when given, is the set of known model names."""
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError(f"{where}: YAML syntax error: {problem}") from None
-    checker = _Checker(source, dict(_line_map(node)) if node else {}, models)
+        data, lines = suite_yaml.read(text, source)
+    except suite_yaml.SuiteYamlError as e:
+        raise SpecError(str(e)) from None
+    checker = _Checker(source, lines, models)
     if not isinstance(data, dict):
         raise checker.fail((), f"a suite is a YAML mapping of fields, got {_type_name(type(data))}")
     for key in data:
@@ -384,7 +376,16 @@ def parse(text: str, source: str = "<suite>", models: Collection[str] | None = N
     if "overrides" in fields:
         fields["overrides"] = {k: {**b, **({"exclude": tuple(b["exclude"])} if "exclude" in b else {})}
                                for k, b in fields["overrides"].items()}
-    return Suite(**{**fields, **tuples, "policy": policy, "source": source})
+    suite = Suite(**{**fields, **tuples, "policy": policy, "source": source})
+    for kind in ("", *suite.overrides):
+        if not (suite.for_device(kind) if kind else suite).cases(kind or "cpu"):
+            where = ("overrides", kind) if kind else ()
+            block = suite.overrides.get(kind, {}) if kind else fields
+            raise checker.fail(where + ("exclude",) if "exclude" in block else where,
+                               f"selects no case{f' on {kind}' if kind else ''}: `exclude` removes every combination",
+                               "an exclude that leaves at least one case")
+    return suite
+
 
 
 def load(path: str | Path, models: Collection[str] | None = None) -> Suite:

@@ -82,6 +82,21 @@ def test_suite_round_trips_through_a_run_file(tmp_path):
     ("- just\n- a list\n", "a suite is a YAML mapping of fields"),
     (GOOD + "exclude: [{backend: tensorrt}]\n", "field 'exclude[0].backend': unknown backend 'tensorrt'"),
     (GOOD + "memory_format: nhwc\n", "unknown memory format 'nhwc'; allowed: channels_last, nchw"),
+    (GOOD + "modes: [training]\n", ":11: field 'modes': duplicate key (first given on line 7)"),
+    (GOOD.replace("  cpu: {batch_sizes: [1],", "  cpu: {batch_sizes: [1], batch_sizes: [2],"),
+     ":10: field 'overrides.cpu.batch_sizes': duplicate key (first given on line 10)"),
+    (GOOD.replace("[1, 8]", "[1, 100000000000000000000]"),
+     "field 'batch_sizes[1]': batch size 100000000000000000000 is too large; allowed: 1 to 1048576"),
+    (GOOD.replace("image_size: 64", "image_size: 8193"), "field 'image_size': too large: 8193; allowed: 32 to 8192"),
+    (GOOD.replace("{warmup_iters: 1, min_iters: 3}", "{max_s: .inf}"), "field 'policy.max_s': must be finite"),
+    (GOOD.replace("{warmup_iters: 1, min_iters: 3}", "{timeout_s: .nan}"), "field 'policy.timeout_s': must be finite"),
+    (GOOD.replace("{warmup_iters: 1, min_iters: 3}", "{warmup_s: -.inf}"), "field 'policy.warmup_s': must be finite"),
+    (GOOD.replace("{warmup_iters: 1, min_iters: 3}", "{min_iters: 1000000000000}"),
+     "field 'policy.min_iters': must be finite and at most 100000000"),
+    (GOOD + "exclude: [{mode: inference}, {mode: training}]\n", ":11: field 'exclude': selects no case"),
+    (GOOD.replace("policy: {max_s: 5}}", "policy: {max_s: 5}, exclude: [{precision: fp32}]}"),
+     ":10: field 'overrides.cpu.exclude': selects no case on cpu"),
+    ("[" * 3000 + "]" * 3000 + "\n", "YAML nested too deeply"),
 ])
 def test_bad_suites_name_file_field_and_allowed_values(tmp_path, text, expected):
     path = write(tmp_path, text)
@@ -91,6 +106,29 @@ def test_bad_suites_name_file_field_and_allowed_values(tmp_path, text, expected)
     assert "\n" not in message
     assert message.startswith(str(path))
     assert expected in message, message
+
+
+BILLION_LAUGHS = "lol0: &lol0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"lol{i}: &lol{i} [{', '.join([f'*lol{i - 1}'] * 9)}]\n" for i in range(1, 10))
+
+
+@pytest.mark.parametrize("bomb, expected", [(BILLION_LAUGHS, "the suite expands to more than 10000 values"),
+                                           ("loop: &loop [*loop]\n", "YAML nested more than 32 levels deep")])
+def test_alias_bombs_fail_at_once_in_bounded_memory(tmp_path, bomb, expected):
+    """9 levels of 9 aliases expand to 387 million values (once 525 MB and growing); a recursive alias never ends."""
+    import time
+    import tracemalloc
+
+    path = write(tmp_path, bomb + GOOD)
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(spec.SpecError, match=rf"suite\.yaml:\d+: {expected}"):
+            spec.load(path, MODELS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20 and time.perf_counter() - started < 5
 
 
 def test_missing_file_says_so(tmp_path):
