@@ -6,8 +6,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from rbench.names import printable
 
 STATUS_STYLE = {"ok": "green", "oom": "red", "error": "red", "timeout": "red", "incorrect": "bold red",
                 "unsupported": "dim", "over_budget": "yellow", "skipped": "dim"}
@@ -18,6 +21,11 @@ def progress(console: Console) -> Progress:
     return Progress(TextColumn("[bold]case"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.description}"),
                     console=console, transient=False)
+
+
+def safe(text: Any) -> str:
+    """Text from a suite or a run file, fit for a rich cell: control and bidi characters escaped, no markup."""
+    return escape(printable(text))
 
 
 def _bytes(n: Any) -> str:
@@ -49,7 +57,7 @@ def run_table(records: list[dict[str, Any]], title: str = "") -> Table:
     Reasons and warnings are numbered notes in the status cell and spelled out by `notes()`, so the
     table stays narrow enough for a terminal.
     """
-    table = Table(title=title, header_style="bold")
+    table = Table(title=safe(title), header_style="bold")
     for name in ("model", "batch", "precision", "backend", "mode", "img/s", "p50 ms", "p99 ms", "TFLOP/s",
                  "peak mem", "power", "status"):
         table.add_column(name, justify="right" if name in NUMERIC_COLUMNS else "left", no_wrap=name != "power")
@@ -59,11 +67,11 @@ def run_table(records: list[dict[str, Any]], title: str = "") -> Table:
         lat = r.get("latency_ms") or {}
         status = r.get("status", "?")
         style = STATUS_STYLE.get(status, "")
-        cell = (f"[{style}]{status}[/{style}]" if style else status) + "".join(f" [{n}]" for n in refs)
+        cell = (f"[{style}]{status}[/{style}]" if style else safe(status)) + "".join(f" [{n}]" for n in refs)
         if r.get("warnings"):
             cell += " [yellow]⚠[/yellow]"
-        table.add_row(r.get("model", "?"), str(r.get("batch_size", "?")), r.get("precision", "?"),
-                      r.get("backend", "?"), r.get("mode", "?"), _num(r.get("throughput_ips"), ",.1f"),
+        table.add_row(*(safe(r.get(k, "?")) for k in ("model", "batch_size", "precision", "backend", "mode")),
+                      _num(r.get("throughput_ips"), ",.1f"),
                       _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"), _num(r.get("tflops"), ".2f"),
                       _bytes(r.get("peak_memory_bytes")), power_cell(r.get("power"), numbers) if status == "ok" else "-",
                       cell)
@@ -92,7 +100,7 @@ def note_numbers(records: list[dict[str, Any]]) -> dict[str, int]:
 
 def notes(records: list[dict[str, Any]]) -> str:
     """The numbered reasons and warnings that the table's cells refer to."""
-    return "\n".join(f"[{i}] {text}" for text, i in note_numbers(records).items())
+    return "\n".join(f"[{i}] {printable(text)}" for text, i in note_numbers(records).items())
 
 
 def status_counts(records: Iterable[dict[str, Any]]) -> str:

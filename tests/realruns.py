@@ -116,3 +116,68 @@ def median_ms(path: Path, batch_size: int) -> float:
 
     (r,) = [r for r in results.read_run(path).latest_records() if r["batch_size"] == batch_size]
     return statistics.median(r["samples_ms"])
+
+
+# Real `rbench run` processes, for the reliability tests (signals, killed parents, full disks).
+
+TINY_SUITE = ("name: {name}\nmodels: [resnet18]\nbatch_sizes: {batches}\nimage_size: 32\nprecisions: [fp32]\n"
+              "backends: [eager]\nmodes: [inference]\npolicy: {policy}\n")
+QUICK_POLICY = "{warmup_iters: 1, warmup_s: 0, min_iters: 2, min_s: 0, max_s: 60}"
+
+
+def write_suite(directory: Path, name: str = "tiny", batches: str = "[1]", policy: str = QUICK_POLICY) -> Path:
+    """A resnet18 / 32 px / fp32 eager inference suite: a case takes about a second on a busy CPU."""
+    path = directory / f"{name.strip('.') or 'suite'}.yaml"
+    path.write_text(TINY_SUITE.format(name=name, batches=batches, policy=policy))
+    return path
+
+
+def start_rbench(*args: str, cwd: Path | None = None) -> Any:
+    """`rbench ARGS` as its own process (a user's shell would run it so), output captured."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "rbench.cli", *args], cwd=cwd or Path(__file__).parent.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition: Any, timeout: float, what: str, poll_s: float = 0.05) -> Any:
+    """Poll `condition()` until it is truthy (and return it); fail naming `what` after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def worker_of(pid: int) -> int | None:
+    """The pid of the `rbench.run.worker` child of process `pid`, if it has one."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"rbench.run.worker" in cmdline:
+            return int(stat.parent.name)
+    return None
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie waiting to be reaped has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time that process `pid` has used."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

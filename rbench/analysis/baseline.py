@@ -10,6 +10,7 @@ No torch here.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
@@ -91,7 +92,13 @@ def update(run_path: str | Path, into: str | Path, allow_incomplete: bool = Fals
                                 "(finish it with rbench run --resume, or pass --allow-incomplete)")
         if not any(i.status == "ok" for i in source.items.values()):
             raise BaselineError(f"{run_path}: no case ended ok; nothing to compare against")
-    data = Path(run_path).read_bytes()
+    elif not source.items:
+        raise BaselineError(f"{run_path}: a pytest-benchmark file with no benchmarks; nothing to compare against "
+                            "(was pytest run with --benchmark-json and benchmarks selected?)")
+    try:
+        data = Path(run_path).read_bytes()
+    except OSError as e:
+        raise BaselineError(f"{run_path}: cannot read: {e.strerror or e}") from None
     provenance = {"time": results.now(), "source": str(Path(run_path).resolve()),
                   "sha256": hashlib.sha256(data).hexdigest(), "by": _user(), "host": socket.gethostname()}
     if source.kind == sources.RBENCH:
@@ -101,16 +108,36 @@ def update(run_path: str | Path, into: str | Path, allow_incomplete: bool = Fals
         doc = json.loads(data)
         doc["rbench_baseline"] = provenance
         text = (json.dumps(doc, indent=2) + "\n").encode()
-    into.mkdir(parents=True, exist_ok=True)
+    try:
+        into.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BaselineError(f"{into}: cannot create the baseline directory: {results.os_cause(e)}") from None
     dest = into / filename(source)
     replaced = [s.path for s in _sources_below(into) if _same_slot(source, s)]
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    tmp.write_bytes(text)
-    os.replace(tmp, dest)
+    _write_atomically(dest, text)  # the old baseline stays whole until the new one is
     for old in replaced:
         if old.resolve() != dest.resolve():
-            old.unlink()
+            try:
+                old.unlink()
+            except OSError as e:
+                raise BaselineError(f"{old}: cannot remove the replaced baseline: {e.strerror or e} (the new "
+                                    f"one is {dest})") from None
     return dest, replaced
+
+
+def _write_atomically(dest: Path, data: bytes) -> None:
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise BaselineError(f"{dest}: cannot write: {results.os_cause(e)}; the previous baseline, if any, is "
+                            "unchanged") from None
 
 
 def _user() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,12 +219,10 @@ def from_pytest_benchmark(path: Path, data: Mapping[str, Any]) -> ResultFile:
 
 def load_file(path: Path, explicit: bool) -> ResultFile | None:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CompareError(f"{path}: cannot read: {e}") from None
-    try:
-        whole = json.loads(text)
-    except json.JSONDecodeError:
+        whole = json.loads(path.read_bytes())
+    except OSError as e:
+        raise CompareError(f"{path}: cannot read: {e.strerror or e}") from None
+    except ValueError:  # not one JSON document (a run file is JSON Lines), or not UTF-8
         whole = None
     if is_pytest_benchmark(whole):
         return from_pytest_benchmark(path, whole)
@@ -231,6 +230,11 @@ def load_file(path: Path, explicit: bool) -> ResultFile | None:
         return None  # some other JSON in a results directory (e.g. a saved compare output)
     try:
         return from_run(results.read_run(path))
+    except results.EmptyRunFile as e:
+        if explicit:
+            raise CompareError(str(e)) from None
+        warnings.warn(f"{e}; skipped", results.TornLineWarning, stacklevel=2)
+        return None
     except results.RunFileError as e:
         raise CompareError(f"{e}; expected an rbench run file (.jsonl) or pytest-benchmark JSON "
                            "(pytest --benchmark-json)") from None

@@ -7,9 +7,10 @@ import sys
 from typing import Any
 
 from rbench.analysis.compare import FAIL_ON
-from rbench.cli.common import UsageError, console, err
+from rbench.cli.common import UsageError, console, err, fs_error, rbench_warnings_as_lines
 
 
+@rbench_warnings_as_lines
 def cmd_compare(args: argparse.Namespace) -> int:
     from rbench.analysis import compare, render
 
@@ -21,6 +22,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         result = compare.compare_paths([args.base], [args.new], threshold, args.across_machines, **limits)
     except compare.CompareError as e:
         raise UsageError(f"rbench compare: {e}") from None
+    except OSError as e:
+        raise UsageError(f"rbench compare: {fs_error(e, 'read')}") from None
     for path, text in ((args.markdown, lambda: render.to_markdown(result, fail_on)),
                        (args.json, lambda: render.to_json(result, fail_on) + "\n")):
         if path:
@@ -39,6 +42,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if result.regressions(fail_on) else 0
 
 
+@rbench_warnings_as_lines
 def cmd_baseline(args: argparse.Namespace) -> int:
     from rbench.analysis import baseline
 
@@ -65,20 +69,24 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             console.print(table)
     except baseline.BaselineError as e:
         raise UsageError(f"rbench baseline {args.action}: {e}") from None
+    except OSError as e:
+        raise UsageError(f"rbench baseline {args.action}: {fs_error(e)}") from None
     return 0
 
 
+@rbench_warnings_as_lines
 def cmd_latest(args: argparse.Namespace) -> int:
     from rbench.analysis import baseline
 
     try:
         path = baseline.latest(args.directory, args.suite)
-    except baseline.BaselineError as e:
-        raise UsageError(f"rbench latest: {e}") from None
+    except (baseline.BaselineError, OSError) as e:
+        raise UsageError(f"rbench latest: {fs_error(e, 'read') if isinstance(e, OSError) else e}") from None
     print(path)
     return 0
 
 
+@rbench_warnings_as_lines
 def cmd_report(args: argparse.Namespace) -> int:
     from rbench.analysis import peaks, report
 
@@ -92,15 +100,20 @@ def cmd_report(args: argparse.Namespace) -> int:
             console.print("draw the figures with --html FILE and/or --png DIR", markup=False, highlight=False)
             return 0
         built = report.build(runs)
-    except (report.ReportError, ValueError, OSError) as e:
+    except OSError as e:
+        raise UsageError(f"rbench report: {fs_error(e, 'read')}") from None
+    except (report.ReportError, ValueError) as e:
         raise UsageError(f"rbench report: {e}") from None
     for why in built.skipped:
         err.print(f"not drawn: {why}", markup=False, highlight=False)
-    if args.png:
-        for path in report.write_pngs(built, args.png):
-            print(path)
-    if args.html:
-        print(report.write_html(built, args.html, args.title))
+    try:
+        if args.png:
+            for path in report.write_pngs(built, args.png):
+                print(path)
+        if args.html:
+            print(report.write_html(built, args.html, args.title))
+    except OSError as e:
+        raise UsageError(f"rbench report: {fs_error(e, 'write')}") from None
     return 0
 
 

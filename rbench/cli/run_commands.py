@@ -6,15 +6,101 @@ import argparse
 import signal
 from typing import Any
 
-from rbench.cli.common import UsageError, console, err
+from rbench.cli.common import UsageError, console, err, say
+from rbench.names import printable
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+class _Signals:
+    """SIGINT and SIGTERM during a run: the first stops it (the worker is killed at once; a case that finished
+    meanwhile is recorded); any later one while clean-up runs only kills again, so clean-up always ends."""
+
+    def __init__(self, executor: Any):
+        self.executor, self.received, self.measured = executor, [], False
+        self.previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.received.append(signal.Signals(signum).name)
+        if not self.measured:  # once every case is measured, a signal is only noted: the run ends as it is
+            self.executor.interrupt(self.received[0])  # in-process, the first time: raises KeyboardInterrupt here
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def _announce(s: Any) -> None:
+    p = s.profile
+    if s.uses_profile:
+        say(f"Running the suite's {s.device.kind} profile (overrides.{s.device.kind} in "
+            f"{printable(s.suite.source or 'the suite')}): batch sizes {list(p.batch_sizes)}, precisions "
+            f"{list(p.precisions)}, backends {list(p.backends)}, modes {list(p.modes)}", out=console)
+    for note in s.notes:
+        say(f"warning: {note}")
+    if s.resumed:
+        say(f"Resuming {s.path}: {len(s.cases) - len(s.todo)} of {len(s.cases)} cases already measured", out=console)
+    say(f"{printable(s.suite.name)}: {len(s.todo)} cases on {printable(s.device.name)} ({s.device.kind}); "
+        f"results -> {s.path}", out=console)
+
+
+def _stopped(s: Any, why: str) -> str:
+    """Mark the run file interrupted (if the disk lets us) and say how to continue."""
+    try:
+        s.end("interrupted", why)
+    except Exception as e:  # noqa: BLE001 - a run file that cannot take its end line is still resumable
+        why += f"; the end line could not be written ({e})"
+    return (f"{len(s.records())} finished records are in {s.path}; continue with: rbench run --resume {s.path}")
+
+
+def _measure(s: Any, executor: Any, signals: _Signals) -> int | None:
+    """Run the cases still to do; an exit status if the run stopped early (interrupted, disk full), else None."""
+    from rbench import results
+    from rbench.console import progress, safe
+
+    try:
+        with progress(err) as bar:  # live progress on stderr: `rbench run ... > table.txt` keeps the table
+            task = bar.add_task("", total=len(s.todo))
+            s.run(executor, on_start=lambda i, c: bar.update(task, description=safe(c.id)),
+                  on_done=lambda i, r: bar.advance(task))
+    except KeyboardInterrupt as e:
+        why = signals.received[0] if signals.received else (str(e) or "KeyboardInterrupt")
+        executor.abort()
+        say(f"interrupted ({why}): {_stopped(s, why)}")
+        return 130
+    except results.RunWriteError as e:
+        executor.abort()
+        raise UsageError(f"rbench run: stopped: {e}; {_stopped(s, f'cannot write: {e.cause}')} "
+                         "once the disk has room") from None
+    finally:
+        signals.measured = True
+    return None
+
+
+def _finish(s: Any, executor: Any, signals: _Signals, strict: bool) -> int:
+    """Every case is measured: mark the run complete and show its table."""
+    from rbench import results
+    from rbench.console import notes, run_table, scaling_table, status_counts
+
+    executor.close()
+    try:
+        s.end("complete")
+    except results.RunWriteError as e:
+        raise UsageError(f"rbench run: every case is measured and recorded, but the end line could not be "
+                         f"written ({e}); the run file is complete all the same") from None
+    records = s.records()
+    console.print(run_table(records, title=f"{s.suite.name} on {s.device.name}"))
+    if notes(records):
+        console.print(notes(records), markup=False, highlight=False)
+    if scaling_table(records) is not None:
+        console.print(scaling_table(records))
+    say(f"{status_counts(records)}\nresults: {s.path}", out=console)
+    if signals.received:
+        say(f"{signals.received[0]} after the last case: the run is complete")
+        return 130
+    failed = [r for r in records if r["status"] not in ("ok", "unsupported", "skipped")]
+    return 1 if strict and failed else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rbench.console import notes, progress, run_table, scaling_table, status_counts
     from rbench.run import distributed_launch, isolation, session
 
     try:
@@ -24,44 +110,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             s = session.open_session(args.suite, args.out, args.device, args.filter or (), launch=launch)
     except (session.SessionError, distributed_launch.LaunchError) as e:
-        raise UsageError(str(e)) from None
-    p = s.profile
-    if s.uses_profile:
-        console.print(f"[bold yellow]Running the suite's {s.device.kind} profile[/] (overrides.{s.device.kind} in "
-                      f"{s.suite.source or 'the suite'}): batch sizes {list(p.batch_sizes)}, precisions "
-                      f"{list(p.precisions)}, backends {list(p.backends)}, modes {list(p.modes)}")
-    if s.resumed:
-        console.print(f"Resuming {s.path}: {len(s.cases) - len(s.todo)} of {len(s.cases)} cases already measured")
-    console.print(f"[bold]{s.suite.name}[/]: {len(s.todo)} cases on {s.device.name} ({s.device.kind}); "
-                  f"results -> {s.path}")
-
+        raise UsageError(f"rbench run: {e}") from None
+    except KeyboardInterrupt:
+        say("interrupted before the first case: nothing was measured")
+        return 130
+    if s.already_complete:
+        for note in s.notes:
+            say(f"note: {note}")
+        say(f"{s.path}: the run is already complete ({len(s.records())} cases, each with a record); "
+            "nothing to measure", out=console)
+        return 0
+    _announce(s)
     executor = (isolation.InProcess(s.device.kind) if args.isolation == "none"
                 else isolation.Worker(s.device.kind, s.path.with_suffix(".log")))
     # nproc_per_node > 1: through torchrun (rbench.run.distributed_launch); the rest as before
     executor = distributed_launch.Dispatch(executor, s.device.kind, s.path.with_suffix(".log"), launch, s.records)
-    signal.signal(signal.SIGTERM, _terminate)
+    signals = _Signals(executor)
     try:
-        with progress(err) as bar:  # live progress on stderr: `rbench run ... > table.txt` keeps the table
-            task = bar.add_task("", total=len(s.todo))
-            s.run(executor, on_start=lambda i, c: bar.update(task, description=c.id),
-                  on_done=lambda i, r: bar.advance(task))
-    except KeyboardInterrupt as e:
-        executor.close()
-        s.end("interrupted", str(e) or "KeyboardInterrupt")
-        err.print(f"interrupted: {len(s.finished)} finished records are in {s.path}; "
-                  f"continue with: rbench run --resume {s.path}")
-        return 130
-    executor.close()
-    s.end("complete")
-    records = s.records()
-    console.print(run_table(records, title=f"{s.suite.name} on {s.device.name}"))
-    if notes(records):
-        console.print(notes(records), markup=False, highlight=False)
-    if scaling_table(records) is not None:
-        console.print(scaling_table(records))
-    console.print(f"{status_counts(records)}\nresults: {s.path}")
-    failed = [r for r in records if r["status"] not in ("ok", "unsupported", "skipped")]
-    return 1 if args.strict and failed else 0
+        return _measure(s, executor, signals) or _finish(s, executor, signals, args.strict)
+    finally:
+        signals.restore()
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -69,7 +137,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     from rbench import spec
     from rbench.hw import detect
-    from rbench.run import backends, models
+    from rbench.run import backends
 
     device = detect.detect(args.device)
     if args.json:
@@ -88,9 +156,26 @@ def cmd_list(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"compile modes: {', '.join(spec.COMPILE_MODES)} (write e.g. compile:max-autotune)")
     console.print(f"memory formats: {', '.join(spec.MEMORY_FORMATS)}; modes: {', '.join(spec.MODES)}")
-    names = models.names()
-    console.print(f"[bold]models[/] ({len(names)}; ResNet family first): {', '.join(names)}")
+    _print_models()
     return 0
+
+
+def _print_models() -> None:
+    """Every model by family (torchvision's ResNets, the papers' networks, torchvision's others) with its cost."""
+    from rich.table import Table
+
+    from rbench.run.zoo import catalog
+
+    groups = catalog.groups()
+    console.print(f"[bold]models[/] ({sum(len(g.entries) for g in groups)}) by family; GMACs: 10^9 multiply-adds "
+                  "per image at 'at px'; suites run a model at its 'default px' unless they set image_size")
+    for group in groups:
+        console.print(f"[bold]{group.title}[/]: [dim]{group.paper}[/dim]")
+        table = Table("model", "params", "GMACs", "at px", "default px", "classes", header_style="bold")
+        for e in group.entries:
+            table.add_row(e.name, f"{e.params / 1e6:.2f}M", f"{e.gmacs:.3f}", str(e.gmacs_px), str(e.image_size),
+                          str(e.num_classes))
+        console.print(table)
 
 
 def _list_json(device: Any) -> int:

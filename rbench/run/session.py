@@ -8,6 +8,7 @@ in which case only the cases without a record are measured, with the suite as st
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from rbench import results, spec
 from rbench.hw import detect
 from rbench.hw.base import Device
+from rbench.names import printable
 from rbench.run import distributed_launch, models, runner
 
 
@@ -36,7 +38,9 @@ class Session:
     todo: list[spec.Case]  # those without a record yet
     resumed: bool = False
     patterns: tuple[str, ...] = ()
-    finished: list[dict[str, Any]] = field(default_factory=list)
+    finished: list[dict[str, Any]] = field(default_factory=list)  # measured by this invocation
+    notes: list[str] = field(default_factory=list)  # what opening the run file repaired, for the user
+    already_complete: bool = False  # a resumed run with nothing left to measure (nothing was appended)
 
     @property
     def uses_profile(self) -> bool:
@@ -60,8 +64,18 @@ class Session:
         self.writer.mark("end", status=status, **({"reason": reason} if reason else {}))
 
     def records(self) -> list[dict[str, Any]]:
-        """The run file's records, one per case (the last measurement of each counts)."""
-        return results.read_run(self.path).latest_records()
+        """The run file's records, one per case (the last measurement of each counts), this and earlier invocations."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", results.TornLineWarning)  # said once, when the session opened
+            return results.read_run(self.path).latest_records()
+
+
+def _check_filter(patterns: Sequence[str], cases: Sequence[spec.Case], suite: spec.Suite) -> None:
+    """A `--filter` that selects no case is a mistake, not a run of nothing but `skipped` records."""
+    if patterns and not any(all(p in c.id for p in patterns) for c in cases):
+        shown = " ".join(f"--filter {p!r}" for p in patterns)
+        raise SessionError(f"{shown}: selects none of the {len(cases)} cases of suite {printable(suite.name)!r}; "
+                           f"case ids look like {cases[0].id} (a case runs if its id contains every TEXT)")
 
 
 def _device(kind: str, where: str) -> Device:
@@ -76,27 +90,37 @@ def open_session(suite_path: str | None, out_dir: str | Path, device: str | None
                  launch: distributed_launch.Launch | None = None) -> Session:
     """Start a new run of the suite at `suite_path` into a new run file under `out_dir`."""
     if not suite_path:
-        raise SessionError("rbench run: give a suite file (e.g. suites/smoke.yaml) or --resume RUNFILE")
+        raise SessionError("give a suite file (e.g. suites/smoke.yaml) or --resume RUNFILE")
     suite = spec.load(suite_path, models.names())
     where = "--device" if device else f"{suite_path}: field 'device'"
     dev = _device(device or suite.device, where)
     profile = suite.for_device(dev.kind)
     ranks = distributed_launch.plan(profile.cases(dev.kind), dev, launch)  # nproc_per_node capped; every rank's device
     cases = ranks.cases
+    _check_filter(patterns, cases, suite)
     path = results.default_path(out_dir, suite.name, dev.kind)
-    writer = results.RunWriter.create(path, suite.to_dict(), {**detect.environment(dev), **ranks.env}, device_kind=dev.kind,
-                                      suite_path=str(suite_path), argv=list(argv if argv is not None else sys.argv),
-                                      filter=list(patterns), **ranks.header)
-    return Session(path, writer, suite, profile, dev, cases, list(cases), patterns=tuple(patterns))
+    env = {**detect.environment(dev), **ranks.env}
+    try:  # created exclusively: two runs started in the same second get two files
+        writer = results.RunWriter.create(path, suite.to_dict(), env, device_kind=dev.kind, suite_path=str(suite_path),
+                                          argv=list(argv if argv is not None else sys.argv), filter=list(patterns), **ranks.header)
+    except results.RunWriteError as e:
+        raise SessionError(f"cannot start the run file: {e}") from None
+    return Session(writer.path, writer, suite, profile, dev, cases, list(cases), patterns=tuple(patterns))
 
 
 def resume_session(run_path: str | Path, patterns: Sequence[str] | None = None,
                    launch: distributed_launch.Launch | None = None) -> Session:
     """Continue the run file at `run_path`: the same suite, device kind and `--filter` as it started with."""
     try:
-        previous = results.read_run(run_path)
-    except results.RunFileError as e:
-        raise SessionError(str(e)) from None
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", results.TornLineWarning)
+            previous = results.read_run(run_path)
+        notes = [str(w.message) for w in seen if issubclass(w.category, results.TornLineWarning)]
+        cut = results.repair_tail(run_path)  # nothing is ever appended after a half line
+        if cut:
+            notes.append(f"cut the torn last line off {run_path} ({cut[1]} bytes, kept in {cut[0]})")
+    except (results.RunFileError, results.RunWriteError) as e:
+        raise SessionError(f"cannot resume: {e}") from None
     suite = spec.from_dict(previous.suite)
     dev = _device(previous.header.get("device_kind", "auto"), f"{run_path}: device_kind")
     profile = suite.for_device(dev.kind)
@@ -107,6 +131,17 @@ def resume_session(run_path: str | Path, patterns: Sequence[str] | None = None,
     reconsider = {"skipped"} if chosen != stored else set()
     measured = {results.case_key(r) for r in previous.records if r.get("status") not in reconsider}
     todo = [c for c in cases if c.key() not in measured]
+    if chosen != stored:
+        _check_filter(chosen, cases, suite)
     writer = results.RunWriter(Path(run_path))
-    writer.mark("resume", remaining=len(todo), filter=list(chosen))
-    return Session(Path(run_path), writer, suite, profile, dev, cases, todo, resumed=True, patterns=chosen)
+    session = Session(Path(run_path), writer, suite, profile, dev, cases, todo, resumed=True, patterns=chosen,
+                      notes=notes, already_complete=not todo)
+    try:
+        if todo:
+            writer.mark("resume", remaining=len(todo), filter=list(chosen))
+        elif previous.status != "complete":  # stopped after its last record: it is complete now
+            session.end("complete", "every case already had a record when resumed")
+            notes.append(f"{run_path} was {previous.status} but every case has a record: marked complete")
+    except results.RunWriteError as e:  # a complete run stays as it was: nothing is appended to it
+        raise SessionError(f"cannot resume: {e}") from None
+    return session
