@@ -12,6 +12,7 @@ Three kinds of test, cheapest first:
 """
 
 import gc
+import types
 import weakref
 from pathlib import Path
 
@@ -118,6 +119,36 @@ def test_without_a_gpu_triton_cases_need_the_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     reason = backends.REGISTRY["triton"].unsupported(case(), host.CpuDevice())
     assert "TRITON_INTERPRET=1" in reason
+
+
+@pytest.mark.parametrize("kind, props, reason", [
+    ("rocm", {"gcnArchName": "gfx942:sramecc+:xnack-"}, None),
+    ("rocm", {"gcnArchName": "gfx90a:sramecc+:xnack-"}, "no Triton configs for gfx90a"),  # an MI250X
+    ("rocm", {"gcnArchName": "gfx1100"}, "no Triton configs for gfx1100"),  # a Radeon RX 7900
+    ("cuda", {"major": 9, "minor": 0}, None),
+    ("cuda", {"major": 8, "minor": 6}, None),
+    ("cuda", {"major": 7, "minor": 0}, "compute capability 8.0 or newer; Test GPU is 7.0"),  # a V100
+])
+def test_the_gpus_own_target_decides_whether_triton_cases_run(monkeypatch, kind, props, reason):
+    """Every ROCm GPU used to count as gfx942, whose configs Triton rejects elsewhere (issue 18, item 8)."""
+    from rbench.hw import amd, base, nvidia
+
+    monkeypatch.setattr(base, "cuda_properties", lambda index: types.SimpleNamespace(**props))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Test GPU")
+    device = {"rocm": amd.RocmDevice, "cuda": nvidia.CudaDevice}[kind](0)
+    got = backends.REGISTRY["triton"].unsupported(case(precision="fp16"), device)
+    if reason is None:
+        assert got is None
+    else:
+        assert reason in got and ("gfx942" in got or kind == "cuda")
+
+
+def test_a_gpu_family_without_configs_is_unsupported_with_the_reason():
+    from rbench.hw import intel
+
+    reason = backends.REGISTRY["triton"].unsupported(case(precision="fp16"), type("Xpu", (intel.XpuDevice,), {
+        "name": "Intel Data Center GPU Max 1550"})())
+    assert "no Triton configs for xpu (Intel Data Center GPU Max 1550)" in reason
 
 
 def test_convert_refuses_a_model_in_training_mode():

@@ -43,6 +43,11 @@ class RocmDevice(CudaApiDevice):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "gfx_arch": getattr(self._props, "gcnArchName", None)}
 
+    def gpu_target(self) -> str | None:
+        """`gfx942` from HIP's `gcnArchName` (`gfx942:sramecc+:xnack-`): what Triton compiles for."""
+        arch = getattr(base.cuda_properties(self.index), "gcnArchName", None)
+        return str(arch).split(":")[0] if arch else None
+
     def inventory(self) -> dict[str, Any]:
         return amdsmi_inventory(range(torch.cuda.device_count()))
 

@@ -77,6 +77,10 @@ class Device:
     def release_memory(self) -> None:
         """Give cached allocations back so the next case starts clean (after an OOM, say)."""
 
+    def gpu_target(self) -> str | None:
+        """The compiler target of this GPU (`sm_90`, `gfx942`), None where there is none to tell."""
+        return None
+
     def unsupported_precision(self, precision: str) -> str | None:
         """None when this device can run `precision`, else the one-line reason it cannot."""
         if precision == "tf32":

@@ -44,6 +44,10 @@ class CudaDevice(CudaApiDevice):
         p = self._props
         return {**super().describe(), "compute_capability": f"{p.major}.{p.minor}"}
 
+    def gpu_target(self) -> str:
+        p = base.cuda_properties(self.index)
+        return f"sm_{p.major}{p.minor}"
+
     def inventory(self) -> dict[str, Any]:
         return nvml_inventory(range(torch.cuda.device_count()))
 

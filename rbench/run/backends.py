@@ -59,6 +59,10 @@ class TritonBackend(Backend):
         if device.kind in ("cpu", "mps") and os.environ.get("TRITON_INTERPRET") != "1":
             return (f"Triton kernels need a CUDA/ROCm/XPU GPU; on {device.kind} they run only under "
                     "TRITON_INTERPRET=1 (a correctness tool, far too slow to benchmark)")
+        if device.kind not in ("cpu", "mps"):
+            reason = triton_backend.unsupported_target(device)  # the GPU's own target, not assumed
+            if reason:
+                return reason
         return triton_backend.unsupported_model(case.model)
 
     def prepare(self, model: torch.nn.Module, case: Case, device: Any) -> torch.nn.Module:

@@ -46,6 +46,41 @@ def unsupported_model(name: str) -> str | None:
             f"{name} is not one")
 
 
+def _nvidia_family(target: str | None, name: str) -> tuple[str | None, str | None]:
+    if not target or not target.startswith("sm_"):
+        return None, f"could not tell the compute capability of {name}"
+    major, minor = int(target[3:-1]), int(target[-1])
+    if major < 8:
+        return None, f"Triton runs on NVIDIA GPUs of compute capability 8.0 or newer; {name} is {major}.{minor}"
+    return ("sm90" if major >= 9 else "sm80"), None
+
+
+def _amd_family(target: str | None, name: str) -> tuple[str | None, str | None]:
+    if not target:
+        return None, f"could not tell the gfx target of {name} (no gcnArchName)"
+    return target, None
+
+
+# Device kind -> (the rbench_kernels config family of its GPU, or None with the reason). Other kinds'
+# family is the kind itself (`xpu`), which has configs only if rbench_kernels ships some.
+FAMILY_OF = {"cuda": _nvidia_family, "rocm": _amd_family}
+
+
+def unsupported_target(device: Any) -> str | None:
+    """None when rbench_kernels ships Triton configs for `device`'s GPU, else why the backend cannot run there."""
+    from rbench_kernels._common import FAMILIES  # at call time: see `_kernels`
+
+    resolve = FAMILY_OF.get(device.kind)
+    target = device.gpu_target()
+    family, reason = resolve(target, device.name) if resolve else (device.kind, None)
+    if reason:
+        return reason
+    if family not in FAMILIES:
+        return (f"rbench_kernels ships no Triton configs for {target or device.kind} ({device.name}); "
+                f"it has configs for {', '.join(FAMILIES)}")
+    return None
+
+
 class ConversionError(ValueError):
     """The model is not an eval-mode torchvision ResNet this backend knows how to convert."""
 
