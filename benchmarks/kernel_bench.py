@@ -17,32 +17,34 @@ algorithm search) and then captured in a CUDA graph of calls that cycle through 
 many times between CUDA events and the per-call time is the median replay time / calls.  Graphs
 take the Python launch cost out, which at batch 1 would otherwise be the whole measurement.
 
-Usage:  python benchmarks/kernel_bench.py [--out DIR] [--batch 256 1] [--dtype fp16 bf16] [--quick]
-Writes DIR/kernels-<gpu>-<time>.json (machine, software, every figure) and prints the tables.
-Without a CUDA GPU it prints one line and exits 0 (`--cpu-smoke` runs the code paths on tiny
-shapes under the Triton interpreter, for tests; its figures mean nothing).
+Usage:  python benchmarks/kernel_bench.py [--out DIR | --json FILE [--resume]] [--budget-s S] [--busy flag]
+        [--batch 256 1] [--dtype fp16 bf16] [--quick]
+Writes DIR/kernels-<gpu>-<time>.json (or FILE: machine, software, every figure), rewritten after every
+layer so that a killed run keeps what it measured, and prints the tables. `--budget-s` stops it between
+layers (exit 3) and `--resume` continues the file. A GPU that another process uses is refused (exit 4)
+unless `--busy flag` measures anyway and flags it. Without a CUDA GPU it prints one line and exits 0
+(`--cpu-smoke` runs the code paths on tiny shapes under the Triton interpreter; its figures mean nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
 import os
-import platform
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_output, also when this file is loaded by path
+from bench_output import ResultFile, fmt, machine, other_gpu_processes, print_tables, wait_until_alone  # noqa: E402
+
 L2_ROTATION_BYTES = 2 * 50 * 2**20  # twice an H100's 50 MB L2
-GOALS = {"fused_vs_unfused_geomean": 1.15, "fused_vs_unfused_each": 1.0, "fused_vs_cudnn_conv": 0.9,
-         "gemm_vs_matmul": 0.9, "add_vs_copy_bandwidth": 0.85}
+EXIT_STOPPED = 3  # --budget-s ran out: run again with --resume to measure the rest
+EXIT_BUSY = 4  # another process holds the GPU (and --busy refuse)
 
 
 @dataclass(frozen=True)
@@ -320,121 +322,36 @@ def bench_add(shape: tuple[int, ...], dtype, device: str, timer: Timer) -> dict:
     return res
 
 
-def geomean(xs: list[float]) -> float | None:
-    xs = [x for x in xs if x]
-    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
+def plan(layers: list[Layer], batches: list[int], dtypes: list, no_add: bool, smoke: bool) -> list[tuple]:
+    """Every measurement in order (fp16 at batch 256 first: the headline), each as (key, what, args).
+
+    add_act runs on ResNet-50's block outputs (channels_last) at every batch size.
+    """
+    shapes = [(1, 16, 6, 6)] if smoke else [(b, k, hw, hw) for b in batches
+                                            for k, hw in ((256, 56), (512, 28), (1024, 14), (2048, 7))]
+    items = []
+    for dt in dtypes:
+        short = str(dt).replace("torch.", "")
+        for batch in batches:
+            items += [(("layer", short, batch, layer.name), "layer", (layer, batch, dt)) for layer in layers]
+        if not no_add:
+            items += [(("add", short, shape), "add", (shape, dt)) for shape in shapes]
+    return items
 
 
-def summarize(layers: list[dict], adds: list[dict]) -> dict:
-    out = {}
-    for key in sorted({(r["dtype"], r["batch"]) for r in layers}):
-        rows = [r for r in layers if (r["dtype"], r["batch"]) == key]
-        fused = [r["ratios"]["unfused_over_ours"] for r in rows]
-        cudnn = [r["ratios"]["cudnn_conv_over_ours"] for r in rows]
-        gemm = [r["ratios"].get("matmul_over_ours_gemm") for r in rows if "matmul_over_ours_gemm" in r["ratios"]]
-        s = {
-            "layers": len(rows),
-            "geomean_unfused_over_ours": geomean(fused),
-            "min_unfused_over_ours": min((x for x in fused if x), default=None),
-            "geomean_cudnn_conv_over_ours": geomean(cudnn),
-            "min_cudnn_conv_over_ours": min((x for x in cudnn if x), default=None),
-            "geomean_matmul_over_ours_gemm": geomean(gemm),
-            "min_matmul_over_ours_gemm": min((x for x in gemm if x), default=None),
-        }
-        s["goals"] = {
-            "fused beats unfused on every layer": (s["min_unfused_over_ours"] or 0) > GOALS["fused_vs_unfused_each"],
-            f"fused vs unfused geomean >= {GOALS['fused_vs_unfused_geomean']}":
-                (s["geomean_unfused_over_ours"] or 0) >= GOALS["fused_vs_unfused_geomean"],
-            f"fused >= {GOALS['fused_vs_cudnn_conv']} x cuDNN conv alone (geomean)":
-                (s["geomean_cudnn_conv_over_ours"] or 0) >= GOALS["fused_vs_cudnn_conv"],
-            f"1x1 GEMM >= {GOALS['gemm_vs_matmul']} x torch.matmul (geomean)":
-                (s["geomean_matmul_over_ours_gemm"] or 0) >= GOALS["gemm_vs_matmul"],
-        }
-        out[f"{key[0]}/batch{key[1]}"] = s
-    if adds:
-        ratios = [a["bandwidth_ratio"] for a in adds]
-        out["add_act"] = {"geomean_bandwidth_vs_copy": geomean(ratios), "min_bandwidth_vs_copy": min(ratios),
-                          "goal": {f"add_act >= {GOALS['add_vs_copy_bandwidth']} x copy bandwidth (every shape)":
-                                   min(ratios) >= GOALS["add_vs_copy_bandwidth"]}}
-    return out
-
-
-def _fmt(v, spec=".3f") -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def print_tables(layers: list[dict], adds: list[dict], summary: dict) -> None:
-    head = ("dtype", "batch", "layer", "CxK RxS/s", "ours ms", "TFLOP/s", "GB/s", "unfused ms", "cudnn ms",
-            "unf/ours", "cudnn/ours", "gemm ms", "matmul ms", "mm/gemm")
-    rows = []
-    for r in layers:
-        m, sh = r["methods"], r["shape"]
-        rows.append((r["dtype"], str(r["batch"]), r["layer"], f"{sh['c']}x{sh['k']} {sh['r']}x{sh['s']}/{sh['stride']}",
-                     _fmt(m["ours"].get("ms"), ".4f"), _fmt(m["ours"].get("tflops"), ".1f"), _fmt(m["ours"].get("gbs"), ".0f"),
-                     _fmt(m["unfused"].get("ms"), ".4f"), _fmt(m["cudnn_conv"].get("ms"), ".4f"),
-                     _fmt(r["ratios"]["unfused_over_ours"], ".2f"), _fmt(r["ratios"]["cudnn_conv_over_ours"], ".2f"),
-                     _fmt(m.get("ours_gemm", {}).get("ms"), ".4f"), _fmt(m.get("matmul", {}).get("ms"), ".4f"),
-                     _fmt(r["ratios"].get("matmul_over_ours_gemm"), ".2f")))
-    _table(head, rows)
-    if adds:
-        print()
-        _table(("dtype", "shape", "add_act ms", "add GB/s", "copy ms", "copy GB/s", "add/copy BW"),
-               [(a["dtype"], "x".join(map(str, a["shape"])), _fmt(a["add_act"]["ms"], ".4f"), _fmt(a["add_act"]["gbs"], ".0f"),
-                 _fmt(a["copy"]["ms"], ".4f"), _fmt(a["copy"]["gbs"], ".0f"), _fmt(a["bandwidth_ratio"], ".2f"))
-                for a in adds])
-    print()
-    for key, s in summary.items():
-        if key == "add_act":
-            print(f"add_act: bandwidth vs copy geomean {_fmt(s['geomean_bandwidth_vs_copy'], '.2f')}, "
-                  f"min {_fmt(s['min_bandwidth_vs_copy'], '.2f')}")
-            goals = s["goal"]
-        else:
-            print(f"{key}: unfused/ours geomean {_fmt(s['geomean_unfused_over_ours'], '.2f')} "
-                  f"(min {_fmt(s['min_unfused_over_ours'], '.2f')}), cudnn-conv/ours geomean "
-                  f"{_fmt(s['geomean_cudnn_conv_over_ours'], '.2f')}, matmul/1x1-gemm geomean "
-                  f"{_fmt(s['geomean_matmul_over_ours_gemm'], '.2f')}")
-            goals = s["goals"]
-        for goal, met in goals.items():
-            print(f"    {'met   ' if met else 'MISSED'}  {goal}")
-
-
-def _table(head, rows) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    for i, row in enumerate((head, *rows)):
-        print("  ".join(str(x).rjust(w) if j > 2 else str(x).ljust(w) for j, (x, w) in enumerate(zip(row, widths))))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-
-
-def machine(device: str) -> dict:
-    """Who measured: GPU, software versions, host, and the rbench harness's full identity when available."""
-    import torch
-    import triton
-
-    env = {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
-           "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
-           "hip": torch.version.hip, "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        env.update(gpu=torch.cuda.get_device_name(0), capability=list(torch.cuda.get_device_capability(0)),
-                   gpu_memory_bytes=props.total_memory, sm_count=props.multi_processor_count,
-                   cudnn=torch.backends.cudnn.version())
-    try:
-        env["git_sha"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                        cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        env["git_sha"] = None
-    try:  # the harness's identity: driver, clocks, power limit, ... (optional here)
-        from rbench.hw import detect
-        env["rbench_environment"] = detect.environment(detect.detect(device))
-    except Exception as e:
-        env["rbench_environment"] = {"unavailable": f"{type(e).__name__}: {e}"[:200]}
-    return env
-
-
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results", help="directory for the JSON file (default: ./results)")
+    parser.add_argument("--json", metavar="FILE", help="write exactly this JSON file (instead of a new one in --out)")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --json: keep what FILE already holds (same GPU) and measure only the rest")
+    parser.add_argument("--budget-s", type=float, default=None, metavar="S",
+                        help=f"start no new layer after S seconds; exit {EXIT_STOPPED} if anything is left")
+    parser.add_argument("--busy", choices=["refuse", "flag"], default="refuse",
+                        help=f"another process on the GPU: refuse (exit {EXIT_BUSY}, the default) or measure and "
+                             "flag it in the JSON")
+    parser.add_argument("--wait-idle", type=float, default=30.0, metavar="S",
+                        help="wait up to S seconds for other processes to leave the GPU first (default 30)")
     parser.add_argument("--batch", type=int, nargs="+", default=[256, 1])
     parser.add_argument("--dtype", nargs="+", default=["fp16", "bf16"], choices=["fp16", "bf16", "fp32"])
     parser.add_argument("--layers", default=None, help="only layers whose name contains this text")
@@ -442,8 +359,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-graphs", action="store_true", help="time eager calls instead of CUDA-graph replays")
     parser.add_argument("--no-add", action="store_true", help="skip the add_act bandwidth test")
     parser.add_argument("--cpu-smoke", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: list[str] | None = None, busy_query: Callable[[], list[int] | None] | None = None,
+         sleep: Callable[[float], None] = time.sleep) -> int:
+    """Exit 0 when everything asked for is measured, 3 when --budget-s stopped it, 4 on a busy GPU."""
+    args = _parser().parse_args(argv)
+    if args.resume and not args.json:
+        print("kernel_bench: --resume needs --json FILE (the file to continue)")
+        return 2
     if args.cpu_smoke:
         os.environ["TRITON_INTERPRET"] = "1"  # before rbench_kernels is imported
     import torch
@@ -454,11 +379,18 @@ def main(argv: list[str] | None = None) -> int:
         MAX_SETS = 1
     elif torch.cuda.is_available():
         device = "cuda"
+        torch.zeros(1, device=device)  # our own context first, so that the process list can tell us apart
     else:
         print("kernel_bench: no CUDA/ROCm GPU on this machine; the kernel benchmark needs one (nothing measured)")
         return 0
     import rbench_kernels  # noqa: F401  (imported after TRITON_INTERPRET is settled)
 
+    query = busy_query or (other_gpu_processes if device == "cuda" else None)
+    others = wait_until_alone(query, args.wait_idle, sleep, time.monotonic) if query else None
+    if others and args.busy == "refuse":
+        print(f"kernel_bench: other processes are using the GPU (pids {', '.join(map(str, others))}); nothing "
+              f"measured. Wait for them, or pass --busy flag to measure anyway with the results flagged")
+        return EXIT_BUSY
     torch.backends.cudnn.benchmark = True
     dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
     layers = smoke_layers() if args.cpu_smoke else resnet50_layers()
@@ -467,34 +399,55 @@ def main(argv: list[str] | None = None) -> int:
     batches = [1] if args.cpu_smoke else args.batch
     timer = Timer(device, min_replays=3 if args.cpu_smoke else (10 if args.quick else 30),
                   min_calls=1 if args.cpu_smoke else 20, graphs=not args.no_graphs)
-    start = time.perf_counter()
-    results, adds = [], []
-    for dt in args.dtype:
-        for batch in batches:
-            for layer in layers:
-                r = bench_layer(layer, batch, dtypes[dt], device, timer)
-                results.append(r)
-                print(f"  {dt} batch {batch} {layer.name}: ours {_fmt(r['methods']['ours'].get('ms'), '.4f')} ms, "
-                      f"unfused/ours {_fmt(r['ratios']['unfused_over_ours'], '.2f')}", flush=True)
-                if device == "cuda":
-                    torch.cuda.empty_cache()
-        if not args.no_add:
-            shapes = [(1, 16, 6, 6)] if args.cpu_smoke else [
-                (b, k, hw, hw) for b in batches for k, hw in ((256, 56), (512, 28), (1024, 14), (2048, 7))]
-            for shape in shapes:
-                adds.append(bench_add(shape, dtypes[dt], device, timer))
-    summary = summarize(results, adds)
+    env = machine(device)
+    timing = ("median per-call time of CUDA-graph replays, inputs rotated past L2" if device == "cuda"
+              else "CPU interpreter smoke run: the figures mean nothing")
+    gpu = env.get("gpu", "cpu-smoke").replace(" ", "_").replace("/", "_")
+    path = Path(args.json) if args.json else Path(args.out) / f"kernels-{gpu}-{_dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    try:
+        out = ResultFile(path, env, timing, args.resume)
+    except (ValueError, OSError) as e:
+        print(f"kernel_bench: {e}")
+        return 2
+    if others:
+        out.other_processes = sorted(set(out.other_processes) | set(others))
+    done = out.done()
+    todo = [item for item in plan(layers, batches, [dtypes[d] for d in args.dtype], args.no_add, args.cpu_smoke)
+            if item[0] not in done]
+    if done:
+        print(f"kernel_bench: resuming {path}: {len(done)} measurements kept, {len(todo)} to go")
+    start, longest = time.perf_counter(), 0.0
+    for i, (key, what, a) in enumerate(todo):
+        elapsed = time.perf_counter() - start
+        if args.budget_s is not None and i and elapsed + longest > args.budget_s:
+            left = ["/".join(map(str, k)) for k, _, _ in todo[i:]]
+            out.write(False, left, elapsed)
+            print(f"kernel_bench: --budget-s {args.budget_s:g} reached, {len(left)} measurements left in {path}; "
+                  "run again with --resume to measure them")
+            return EXIT_STOPPED
+        t0 = time.perf_counter()
+        if what == "layer":
+            r = bench_layer(*a, device, timer)
+            out.layers.append(r)
+            print(f"  {key[1]} batch {key[2]} {key[3]}: ours {fmt(r['methods']['ours'].get('ms'), '.4f')} ms, "
+                  f"unfused/ours {fmt(r['ratios']['unfused_over_ours'], '.2f')}", flush=True)
+        else:
+            r = bench_add(*a, device, timer)
+            out.adds.append(r)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        now_busy = query() if query else None
+        if now_busy:
+            r["other_processes"] = now_busy
+            out.other_processes = sorted(set(out.other_processes) | set(now_busy))
+        longest = max(longest, time.perf_counter() - t0)
+        out.write(False, ["/".join(map(str, k)) for k, _, _ in todo[i + 1:]], time.perf_counter() - start)
+    record = out.write(True, [], time.perf_counter() - start)
     print()
-    print_tables(results, adds, summary)
-    record = {"kind": "rbench_kernels.bench", "env": machine(device), "seconds": time.perf_counter() - start,
-              "timing": "median per-call time of CUDA-graph replays, inputs rotated past L2" if device == "cuda"
-              else "CPU interpreter smoke run: the figures mean nothing",
-              "goals": GOALS, "layers": results, "add_act": adds, "summary": summary}
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    gpu = record["env"].get("gpu", "cpu-smoke").replace(" ", "_").replace("/", "_")
-    path = out_dir / f"kernels-{gpu}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(record, indent=1, default=str))
+    print_tables(record["layers"], record["add_act"], record["summary"])
+    if record["other_processes_seen"]:
+        print(f"\nWARNING: other processes used the GPU during the benchmark (pids "
+              f"{', '.join(map(str, record['other_processes_seen']))}): the figures are flagged")
     print(f"\nwrote {path} ({record['seconds']:.0f} s)")
     return 0
 
