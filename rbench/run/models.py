@@ -23,9 +23,14 @@ RESNET_FAMILY = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "
                  "wide_resnet101_2", "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d")
 SEED = 0
 NUM_CLASSES = 1000
-# Bytes of input buffers to rotate through so that no batch is served from a warm 50 MB L2 cache.
+# Distinct input memory rotated through on a GPU, so that no batch is served from a warm cache (an
+# H100's L2 is 50 MB, an MI300X's Infinity Cache 256 MB): one buffer, a batch at each of its offsets.
 ROTATION_BYTES = 256 * 2**20
-MAX_BUFFERS = 16
+# On a CPU the rotation is bounded by host memory instead (at least two batches).
+HOST_ROTATION_BYTES = 32 * 2**20
+# Every batch starts this aligned in the buffer: inductor and Triton specialise on 16-byte alignment
+# (a misaligned input is copied), and 256 is cudaMalloc's own.
+ALIGN_BYTES = 256
 
 DTYPES = {
     "fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
@@ -92,24 +97,41 @@ def set_precision_flags(precision: str) -> None:
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
 
 
+def rotation_count(batch_bytes: int, device_type: str, rotate: int = 0) -> int:
+    """How many distinct batches to rotate through: `rotate` if set, else >= ROTATION_BYTES of them on a
+    GPU (HOST_ROTATION_BYTES on a CPU), and at least two."""
+    if rotate:
+        return rotate
+    budget = HOST_ROTATION_BYTES if device_type == "cpu" else ROTATION_BYTES
+    return max(2, -(-budget // max(batch_bytes, 1)))
+
+
 def input_buffers(case: Case, device: torch.device, dtype: torch.dtype, rotate: int = 0,
                   generator: torch.Generator | None = None) -> list[torch.Tensor]:
-    """Seeded synthetic images; enough distinct buffers to exceed a large L2 cache, at least two."""
-    shape = (case.batch_size, 3, case.image_size, case.image_size)
-    per_buffer = torch.Size(shape).numel() * torch.finfo(dtype).bits // 8
-    count = rotate or max(2, min(MAX_BUFFERS, -(-ROTATION_BYTES // per_buffer)))
-    if device.type == "cpu":
-        count = min(count, 2)  # a CPU's caches are far smaller than one batch; save host memory
-    memory_format = torch.channels_last if case.memory_format == "channels_last" else torch.contiguous_format
+    """Seeded synthetic images: batches at distinct, aligned offsets of one buffer (`rotation_count`)."""
+    n, c, h, w = case.batch_size, 3, case.image_size, case.image_size
+    itemsize = torch.finfo(dtype).bits // 8
+    step = -(-n * c * h * w * itemsize // ALIGN_BYTES) * ALIGN_BYTES // itemsize  # elements between batches
+    count = rotation_count(step * itemsize, device.type, rotate)
     g = generator or torch.Generator().manual_seed(SEED + 1)
-    return [torch.randn(shape, generator=g).to(device=device, dtype=dtype, memory_format=memory_format)
-            for _ in range(count)]
+    if device.type == "cpu":
+        flat = torch.randn(count * step, generator=g).to(dtype)
+    else:  # generated where it lives: hundreds of MiB through the host would cost seconds per case
+        seed = int(torch.randint(2**62, (1,), generator=g))
+        on_device = torch.Generator(device=device).manual_seed(seed)
+        flat = torch.randn(count * step, generator=on_device, device=device, dtype=dtype)
+    batches = []
+    for i in range(count):
+        chunk = flat[i * step:i * step + n * c * h * w]
+        batches.append(chunk.view(n, h, w, c).permute(0, 3, 1, 2) if case.memory_format == "channels_last"
+                       else chunk.view(n, c, h, w))
+    return batches
 
 
 def build(case: Case, device: torch.device, rotate: int = 0) -> Workload:
     """The case's model (random init, seeded) in its precision and memory format, with its inputs."""
     torch.manual_seed(SEED)
-    model = _construct(case.model)
+    model = calibrate_batchnorm(_construct(case.model), case.model, case.image_size)
     flops = count_flops(model, case.image_size)
     params = count_params(model)
     set_precision_flags(case.precision)
@@ -128,7 +150,8 @@ def reference_model(case: Case, device: torch.device) -> torch.nn.Module:
     """The same seeded model in eager fp32 (IEEE): the truth the correctness gate compares against."""
     torch.manual_seed(SEED)
     memory_format = torch.channels_last if case.memory_format == "channels_last" else torch.contiguous_format
-    model = _construct(case.model).to(device=device, memory_format=memory_format)
+    model = calibrate_batchnorm(_construct(case.model), case.model, case.image_size)
+    model = model.to(device=device, memory_format=memory_format)
     return model.train(case.mode == "training")
 
 
@@ -155,3 +178,81 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, autocas
 def sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
     """SGD with momentum 0.9 and weight decay 1e-4, as in the ResNet paper."""
     return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+
+# Realistic activation statistics without downloaded weights. A random-weight network's BatchNorms are
+# fresh (running mean 0, variance 1): in eval mode each is the identity, so every residual block adds an
+# unnormalised branch to its input and activations grow block by block, past fp16's 65504 in the deeper
+# networks (at 64 px the last stage's largest activation is 6.5e4 in resnet101 and 4.0e7 in resnet152).
+# Calibration gives each BatchNorm the scale of its input on seeded synthetic images instead. One figure
+# per layer (running_var = the input's mean square over all channels, running_mean = 0), not per
+# channel: per-channel statistics, as a train-mode pass would gather them, blow a random network's
+# near-dead channels up by orders of magnitude and its fp16 rounding error with them (measured at 32 px:
+# fp16 vs fp32 0.08 for resnet50 and 0.4 for resnet152, against about 1e-3 with one figure per layer).
+CALIBRATION_IMAGES = 4
+_CALIBRATED: dict[tuple[str, int], list[float | None]] = {}  # (model, image size) -> each BatchNorm's scale
+
+
+def _batchnorms(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@contextlib.contextmanager
+def _ieee_fp32() -> Any:
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def _measure_scales(model: torch.nn.Module, norms: list[Any], image_size: int) -> list[float | None]:
+    """One eval-mode pass in IEEE fp32 on seeded images; each BatchNorm is calibrated as it is reached,
+    so the ones after it see calibrated inputs. A BatchNorm the pass does not reach keeps its statistics."""
+    scales: list[float | None] = [None] * len(norms)
+    index = {id(bn): i for i, bn in enumerate(norms)}
+
+    def calibrate(bn: Any, args: tuple[torch.Tensor, ...]) -> None:
+        i = index[id(bn)]
+        if scales[i] is None:
+            scales[i] = float(args[0].detach().float().pow(2).mean())
+            bn.running_mean.zero_()
+            bn.running_var.fill_(scales[i])
+
+    hooks = [bn.register_forward_pre_hook(calibrate) for bn in norms]
+    was_training = model.training
+    x = torch.randn(CALIBRATION_IMAGES, 3, image_size, image_size, generator=torch.Generator().manual_seed(SEED + 2))
+    try:
+        with torch.no_grad(), _ieee_fp32():
+            model.eval()(x.to(next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return scales
+
+
+def calibrate_batchnorm(model: torch.nn.Module, name: str, image_size: int) -> torch.nn.Module:
+    """Give every BatchNorm of the freshly seeded model `name` realistic running statistics, in place.
+
+    The scales are measured once per model and image size in this process (in fp32, where the model
+    is, before it moves or changes precision), so a case's model and the gate's reference model get the
+    same ones. Models without BatchNorm are returned unchanged.
+    """
+    norms = _batchnorms(model)
+    if not norms:
+        return model
+    key = (name, image_size)
+    if key not in _CALIBRATED:
+        _CALIBRATED[key] = _measure_scales(model, norms, image_size)
+        while len(_CALIBRATED) > 32:
+            _CALIBRATED.pop(next(iter(_CALIBRATED)))
+    with torch.no_grad():
+        for bn, scale in zip(norms, _CALIBRATED[key]):
+            if scale is not None:
+                bn.running_mean.zero_()
+                bn.running_var.fill_(scale)
+    return model
+
