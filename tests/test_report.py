@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import subprocess
@@ -144,3 +145,100 @@ assert cli.main(["report", {str(real['a'])!r}, "--html", {str(tmp_path / 'r.html
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def flagship_run(path: Path, device: str, kind: str, speed: float, statuses: dict | None = None,
+                 suite: str = "resnet50_fp16", precision: str = "fp16") -> Path:
+    """A run file shaped like the flagship suite's on `device`: ResNet-50 at batch 1 and 256, eager,
+    compile and triton, inference (and an eager training case the headline must ignore). Test data only:
+    the figures are made up (img/s = speed x batch x a per-backend factor)."""
+    from rbench import spec
+
+    statuses = statuses or {}
+    w = results.RunWriter.create(path, {"name": suite}, {"device": {"kind": kind, "name": device},
+                                                         "git": {"sha": "0123456789abcdef", "dirty": False}})
+    for backend, factor in (("eager", 1.0), ("compile", 1.5), ("triton", 2.0)):
+        for batch in (1, 256):
+            for mode in ("inference", "training") if backend == "eager" else ("inference",):
+                case = spec.Case("resnet50", batch, 224, precision, backend, mode, "channels_last", kind)
+                status = statuses.get((backend, batch), "ok")
+                ips = speed * batch * factor * (0.3 if mode == "training" else 1.0)
+                metrics = dict(throughput_ips=ips, latency_ms={"p50": 1e3 * batch / ips, "p99": 1.1e3 * batch / ips},
+                               samples_ms=[1e3 * batch / ips] * 5, tflops=ips * 8.2e-3) if status == "ok" else {}
+                w.append(results.new_record(case, status, "" if status == "ok" else "made up", **metrics))
+    w.mark("end", status="complete")
+    return path
+
+
+def kernel_json(path: Path, gpu: str | None, vs_cudnn: float, vs_unfused: float) -> Path:
+    env = {"gpu": gpu} if gpu else {}
+    path.write_text(json.dumps({"kind": "rbench_kernels.bench", "env": env, "complete": True, "summary": {
+        "float16/batch256": {"layers": 24, "geomean_cudnn_conv_over_ours": vs_cudnn,
+                             "geomean_unfused_over_ours": vs_unfused}}}))
+    return path
+
+
+def test_headline_per_gpu_from_runs_and_the_kernel_benchmark(tmp_path):
+    from rbench.analysis import headline
+
+    flagship_run(tmp_path / "h200.jsonl", "NVIDIA H200", "cuda", 10.0, {("triton", 1): "incorrect"})
+    # the same case measured by another suite, slower: the flagship's figure is the headline
+    flagship_run(tmp_path / "other.jsonl", "NVIDIA H200", "cuda", 1.0, suite="triton_vs_torch")
+    flagship_run(tmp_path / "cpu.jsonl", "AMD EPYC 7763", "cpu", 0.1, {("triton", 1): "unsupported",
+                                                                   ("triton", 256): "unsupported"}, precision="fp32")
+    kernel_json(tmp_path / "kernels.json", "NVIDIA H200", 0.93, 1.21)
+    kernel_json(tmp_path / "smoke.json", None, 99.0, 99.0)  # a CPU smoke run: its figures mean nothing
+    runs = report.load_runs([tmp_path])
+    hs = headline.headlines(runs, headline.kernel_benchmarks([tmp_path]))
+    assert [h.device for h in hs] == ["NVIDIA H200", "AMD EPYC 7763"]  # GPUs first
+    gpu, cpu = hs
+    assert (gpu.precision, gpu.image_size, gpu.throughput_batch) == ("fp16", 224, 256)
+    assert gpu.rows["eager"][0].value == pytest.approx(2560.0) and gpu.rows["compile"][0].value == pytest.approx(3840.0)
+    assert gpu.rows["eager"][1].value == pytest.approx(100.0)  # p50 ms at batch 1: 1000 / 10
+    assert gpu.rows["triton"][1] == headline.Cell(None, "incorrect")
+    assert "0.93x geomean over 24 ResNet-50 layers" in gpu.kernel_line() and "1.21x" in gpu.kernel_line()
+    assert cpu.precision == "fp32" and cpu.rows["triton"][0].text(",.1f") == "unsupported"
+    assert "measured on GPUs only" in cpu.kernel_line()
+    text = headline.to_text(hs)
+    assert "img/s at batch 256" in text and "2,560.0" in text and "NVIDIA H200 (cuda)" in text
+
+
+def test_headline_of_a_cpu_uses_its_largest_batch_and_says_no_gpu(tmp_path):
+    from rbench.analysis import headline
+
+    run = flagship_run(tmp_path / "cpu.jsonl", "AMD EPYC 7763", "cpu", 0.1, precision="fp32")
+    lines = run.read_text().splitlines()
+    run.write_text("\n".join(line for line in lines if '"batch_size": 256' not in line) + "\n")
+    four = tmp_path / "bs4.jsonl"
+    flagship_run(four, "AMD EPYC 7763", "cpu", 0.1, precision="fp32")
+    four.write_text(four.read_text().replace('"batch_size": 256', '"batch_size": 4'))
+    (h,) = headline.headlines(report.load_runs([tmp_path]))
+    assert h.throughput_batch == 4 and headline.columns(h)[0] == "img/s at batch 4"
+    out = tmp_path / "page.html"
+    assert cli.main(["report", str(tmp_path), "--html", str(out)]) == 0
+    page = out.read_text()
+    assert "No GPU results yet" in page and "AMD EPYC 7763 (cpu): ResNet-50 fp32, 224 px (CPU example)" in page
+
+
+def test_page_with_a_gpu_leads_with_its_headline(tmp_path):
+    flagship_run(tmp_path / "h200.jsonl", "NVIDIA H200", "cuda", 10.0)
+    flagship_run(tmp_path / "cpu.jsonl", "AMD EPYC 7763", "cpu", 0.1, precision="fp32")
+    kernel_json(tmp_path / "kernels.json", "NVIDIA H200", 0.93, 1.21)
+    out = tmp_path / "page.html"
+    assert cli.main(["report", str(tmp_path), "--html", str(out)]) == 0
+    page = out.read_text()
+    head = page[page.index("Headline"):page.index("<h2>Runs</h2>")]
+    assert "No GPU results yet" not in page and "NVIDIA H200 (cuda): ResNet-50 fp16, 224 px" in head
+    assert "AMD EPYC" not in head and "2,560.0" in head and "0.93x geomean" in head
+
+
+def test_pngs_keep_their_legends_inside(three_devices, tmp_path):
+    import matplotlib.image
+    import numpy as np
+
+    built = report.build(report.load_runs(three_devices))
+    for f in built.figures:
+        a = matplotlib.image.imread(io.BytesIO(f.png), format="png")[..., :3]
+        edge = np.concatenate([a[:2].reshape(-1, 3), a[-2:].reshape(-1, 3), a[:, :2].reshape(-1, 3),
+                               a[:, -2:].reshape(-1, 3)])
+        assert not (edge < 0.95).any(axis=1).any(), f"{f.name}: drawn up to the figure's edge (a legend cut off)"
