@@ -58,7 +58,7 @@ def run_table(records: list[dict[str, Any]], title: str = "") -> Table:
     table stays narrow enough for a terminal.
     """
     table = Table(title=safe(title), header_style="bold")
-    for name in ("model", "batch", "precision", "backend", "mode", "img/s", "p50 ms", "p99 ms", "TFLOP/s",
+    for name in ("model", "batch", "precision", "backend", "mode", "metric", "img/s", "p50 ms", "p99 ms", "TFLOP/s",
                  "peak mem", "power", "status"):
         table.add_column(name, justify="right" if name in NUMERIC_COLUMNS else "left", no_wrap=name != "power")
     numbers = note_numbers(records)
@@ -71,11 +71,21 @@ def run_table(records: list[dict[str, Any]], title: str = "") -> Table:
         if r.get("warnings"):
             cell += " [yellow]⚠[/yellow]"
         table.add_row(*(safe(r.get(k, "?")) for k in ("model", "batch_size", "precision", "backend", "mode")),
-                      _num(r.get("throughput_ips"), ",.1f"),
+                      metric_cell(r), _num(r.get("throughput_ips"), ",.1f"),
                       _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"), _num(r.get("tflops"), ".2f"),
                       _bytes(r.get("peak_memory_bytes")), power_cell(r.get("power"), numbers) if status == "ok" else "-",
                       cell)
     return table
+
+
+def metric_cell(r: dict[str, Any]) -> str:
+    """An MLPerf scenario's (or max-batch search's) figure: `server 812 queries/s VALID (short run)`; `-` otherwise."""
+    if not r.get("scenario"):
+        return "-"
+    value = r.get("metric_value")
+    figure = f" {value:.4g} {safe(r.get('metric_unit') or '')}" if isinstance(value, (int, float)) else ""
+    verdict = {True: " [green]VALID[/green]", False: " [red]INVALID[/red]"}.get(r.get("valid"), "")
+    return f"{safe(r['scenario'])}{figure}{verdict}{' (short run)' if r.get('mlperf_length') is False else ''}"
 
 
 NUMERIC_COLUMNS = {"batch", "img/s", "p50 ms", "p99 ms", "TFLOP/s", "peak mem"}

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from rbench import suite_yaml
+from rbench import scenario_spec, suite_yaml
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "amp_fp16", "amp_bf16")
 BACKENDS = ("eager", "compile", "triton")
@@ -36,8 +36,8 @@ MAX_NPROC = 1024  # ranks per node in a suite (capped again at the devices prese
 
 # What identifies a case across runs (what `rbench compare` matches on), and its id for people. A field
 # added later gets a default here, so that records written before it existed keep matching.
-KEY_FIELDS = ("model", "batch_size", "image_size", "precision", "backend", "mode", "memory_format", "nproc_per_node")
-KEY_DEFAULTS: dict[str, Any] = {"nproc_per_node": 1}
+KEY_FIELDS = ("model", "batch_size", "image_size", "precision", "backend", "mode", "memory_format", "nproc_per_node", "scenario")
+KEY_DEFAULTS: dict[str, Any] = {"nproc_per_node": 1, "scenario": None}
 
 
 def record_key(record: Mapping[str, Any]) -> tuple:
@@ -50,9 +50,9 @@ def record_id(record: Mapping[str, Any]) -> str:
     if record.get("case_id"):
         return str(record["case_id"])
     r = record
-    return (f"{r.get('model')}/bs{r.get('batch_size')}/{r.get('image_size')}px/{r.get('precision')}/"
+    return (f"{r.get('model')}/bs{r.get('batch_size') or 'max'}/{r.get('image_size')}px/{r.get('precision')}/"
             f"{r.get('backend')}/{r.get('mode')}/{r.get('memory_format')}"
-            + (f"/np{r['nproc_per_node']}" if r.get("nproc_per_node", 1) != 1 else ""))
+            + (f"/np{r['nproc_per_node']}" if r.get("nproc_per_node", 1) != 1 else "") + (f"/{r['scenario']}" if r.get("scenario") else ""))
 
 
 class SpecError(ValueError):
@@ -92,6 +92,8 @@ class Case:
     memory_format: str
     device: str
     nproc_per_node: int = 1  # processes (ranks) on this node; > 1 runs through torchrun (rbench.run.distributed)
+    scenario: str | None = None  # rbench.scenario_spec: an MLPerf scenario or a max-batch search; None: closed loop
+    scenario_settings: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def key(self) -> tuple:
         return record_key(self.to_dict())
@@ -132,6 +134,9 @@ class Suite:
     exclude: tuple[Mapping[str, Any], ...] = ()  # partial cases to leave out, e.g. {backend: compile, mode: training}
     source: str = ""  # the file it was loaded from
     nproc_per_node: tuple[int, ...] = (1,)  # ranks per node, one device each; innermost, so 1 runs before 2
+    scenarios: tuple[str, ...] = ()  # rbench.scenario_spec: MLPerf scenarios (through LoadGen) instead of closed loops
+    scenario_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    max_batch: bool = False  # also search each model x precision x backend x mode's largest batch
 
     def for_device(self, kind: str) -> Suite:
         """The suite with the `overrides[kind]` block applied (ROCm falls back to the `cuda` block)."""
@@ -157,7 +162,8 @@ class Suite:
                  mode=mo, memory_format=self.memory_format, device=device, nproc_per_node=n)
             for m, b, p, be, mo, n in itertools.product(self.models, self.batch_sizes, self.precisions,
                                                         self.backends, self.modes, self.nproc_per_node)
-        )
+            if not self.scenarios)
+        cases = itertools.chain(cases, (Case(**kw) for kw in scenario_spec.case_fields(self, device)))
         return [c for c in cases if not any(_matches(c, rule) for rule in self.exclude)]
 
     def to_dict(self) -> dict[str, Any]:
@@ -256,12 +262,14 @@ class _Checker:
                 out[key] = self.check_policy(w, value)
             elif key == "exclude":
                 out[key] = self.check_exclude(w, value)
+            elif key in scenario_spec.FIELDS:
+                out[key] = scenario_spec.check(self, w, key, value)
             elif key == "overrides" and top_level:
                 out[key] = self.check_overrides(w, value)
             else:
-                allowed = sorted(_LIST_FIELDS) + sorted(_SCALAR_FIELDS) + ["policy", "exclude", "overrides"]
+                allowed = sorted(_LIST_FIELDS) + sorted(_SCALAR_FIELDS) + ["policy", "exclude", "overrides", *scenario_spec.FIELDS]
                 if not top_level:
-                    allowed = sorted(_OVERRIDABLE)
+                    allowed = sorted(_OVERRIDABLE) + list(scenario_spec.FIELDS)
                 raise self.fail(w, "unknown key", ", ".join(allowed))
         self.check_values(where, out)
         return out

@@ -32,7 +32,7 @@ def test_good_suite_expands_to_the_cross_product(tmp_path):
     cases = suite.cases("cuda")
     assert len(cases) == 1 * 2 * 2 * 2 * 2
     assert {c.backend for c in cases} == {"eager", "compile:max-autotune"}
-    assert cases[0].key() == ("resnet18", 1, 64, "fp32", "eager", "inference", "channels_last", 1)
+    assert cases[0].key() == ("resnet18", 1, 64, "fp32", "eager", "inference", "channels_last", 1, None)
     assert suite.policy.warmup_iters == 1 and suite.policy.min_iters == 3 and suite.policy.max_s == 30.0
 
 

@@ -71,7 +71,7 @@ class Row:
         for side, item in (("base", self.base), ("new", self.new)):
             d[side] = None if item is None else {
                 "status": item.status, "reason": item.reason, "median_ms": item.median_ms, "n": item.n,
-                "throughput_ips": item.throughput_ips, "flags": list(item.flags)}
+                "throughput_ips": item.throughput_ips, "flags": list(item.flags), "metric": item.metric}
         e = self.estimate
         d["ratio"] = e.ratio if e else None
         d["ci_low"] = e.low if e else None
@@ -283,11 +283,28 @@ def _judge(key: tuple, base: Item, new: Item, threshold: float) -> Row:
         if base.status == new.status:
             return row("not_timed", f"{new.status} in both")
         return row("status_changed", f"{base.status} → {new.status}" + (f": {new.reason}" if new.reason else ""))
+    if base.metric and new.metric:  # an MLPerf scenario or max-batch search: LoadGen's (or the search's) figure
+        return _judge_metric(base.metric, new.metric, threshold, row)
     v = stats.judge(base.samples_ms, new.samples_ms, threshold, base.summary, new.summary)
     # Flags do not change the verdict (a throttled GPU's time is still its time) but a reader must
     # know that a "slower" may be another process or a hot GPU rather than the code.
     flagged = [f"{side} ⚠ {', '.join(item.flags)}" for side, item in (("base", base), ("new", new)) if item.flags]
     return row(v.verdict, "; ".join([v.reason] * bool(v.reason) + flagged), v.estimate)
+
+
+def _judge_metric(base: dict[str, Any], new: dict[str, Any], threshold: float, row: Any) -> Row:
+    """One figure per run (QPS, samples/s, a latency percentile, a batch size), no samples: the ratio alone is
+    judged against the threshold, as a time (above 1 is slower); VALID -> INVALID is a regression of its own."""
+    if base.get("valid") is True and new.get("valid") is False:
+        return row("regressed", "LoadGen: VALID → INVALID")
+    if base.get("valid") is False and new.get("valid") is True:
+        return row("fixed", "LoadGen: INVALID → VALID")
+    b, n = base.get("metric_value"), new.get("metric_value")
+    if not (isinstance(b, (int, float)) and isinstance(n, (int, float)) and b > 0 and n > 0):
+        return row("inconclusive", "no figure on one side (LoadGen gave no estimate)")
+    ratio = b / n if new.get("better") == "higher" else n / b
+    estimate = stats.Estimate(ratio, ratio, ratio, "one figure per run", 1, 1)
+    return row(stats.classify(estimate, threshold), f"{b:.4g} → {n:.4g} {new.get('metric_unit') or ''}".strip(), estimate)
 
 
 def compare_paths(base: Sequence[str | Path], new: Sequence[str | Path], threshold: float | None = None,

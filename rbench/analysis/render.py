@@ -21,6 +21,8 @@ def _ms(item: Item | None, with_n: bool = True) -> str:
         return "-"
     if item.status != "ok":
         return item.status
+    if item.metric and item.metric.get("metric_value") is not None:
+        return f"{item.metric['metric_value']:.4g} {item.metric.get('metric_unit') or ''}".rstrip()
     m = item.median_ms
     if m is None:
         return "-"

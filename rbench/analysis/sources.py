@@ -46,6 +46,7 @@ class Item:
     flags: tuple[str, ...] = ()  # measurement flags that were set (throttled, other_processes, ...)
     peak_memory_bytes: float | None = None  # the record's peak device memory (CPU: peak RSS)
     power: dict[str, Any] | None = None  # the record's `power` (energy, J/image, error bound) when measured
+    metric: dict[str, Any] | None = None  # an MLPerf scenario's or max-batch search's figure: value, unit, better, valid
 
     @property
     def median_ms(self) -> float | None:
@@ -167,6 +168,7 @@ def from_run(run: results.Run) -> ResultFile:
             samples_ms=samples or None, throughput_ips=r.get("throughput_ips"),
             flags=tuple(sorted(k for k, v in (r.get("flags") or {}).items() if v is True)),
             peak_memory_bytes=r.get("peak_memory_bytes"),
+            metric={k: r.get(k) for k in ("metric_value", "metric_unit", "better", "valid")} if r.get("better") else None,
             power=r["power"] if isinstance(r.get("power"), dict) and not r["power"].get("unavailable") else None)
     return src
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from rbench import __version__
-from rbench.cli import analysis_commands, export_commands, results_commands, run_commands
+from rbench.cli import analysis_commands, export_commands, mlperf_commands, results_commands, run_commands
 from rbench.cli.common import UsageError, err
 
 __all__ = ["build_parser", "main", "UsageError"]
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     analysis_commands.add_to(sub)
     export_commands.add_to(sub)
     results_commands.add_to(sub)
+    mlperf_commands.add_to(sub)
     return parser
 
 

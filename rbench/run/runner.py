@@ -15,6 +15,7 @@ from typing import Any
 
 from rbench import results
 from rbench.names import one_line
+from rbench.run import scenarios_plan
 from rbench.spec import Case, Policy
 
 # Whole-network relative error allowed by the correctness gate, per precision. Error accumulates over
@@ -69,13 +70,13 @@ def execute(case: Case, policy: Policy, device: Any, monitor: Any) -> dict[str, 
     """Measure one case in this process; every outcome becomes a record, nothing escapes."""
     import torch
 
-    from rbench.run import backends, measure, models
+    from rbench.run import backends, measure, models, scenarios
 
     state: dict[str, Any] = {}
     try:
         reason = device.unsupported_precision(case.precision)
         backend = backends.get(case)
-        reason = reason or backend.unsupported(case, device)
+        reason = reason or backend.unsupported(case, device) or scenarios.unsupported(case, device)
         if reason:
             return results.new_record(case, "unsupported", reason)
         device.reset_peak_memory()
@@ -89,6 +90,8 @@ def execute(case: Case, policy: Policy, device: Any, monitor: Any) -> dict[str, 
                 return results.new_record(
                     case, "incorrect", f"output differs from eager fp32 by {info['gate_error']:.3g} "
                     f"(relative norm; tolerance {info['gate_tolerance']:g})", **info)
+        if case.scenario:  # an MLPerf scenario through LoadGen, or a max-batch probe
+            return scenarios.measure(case, policy, device, monitor, module, workload, info)
         step = backends.make_step(module, workload, case, device)
         timing = measure.run(step, device, policy, window=monitor)
         images = timing.iters * case.batch_size
@@ -135,7 +138,7 @@ def run_cases(cases: Iterable[Case], policy: Policy, executor: Any, writer: resu
     for i, case in enumerate(cases):
         on_start(i, case)
         if selected(case):
-            record = executor.run(case, policy)
+            record = scenarios_plan.run(case, policy, executor, writer)
         else:
             record = results.new_record(case, "skipped", "not selected by --filter")
         writer.append(record)
