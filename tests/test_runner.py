@@ -3,12 +3,14 @@
 import json
 import os
 import textwrap
+import weakref
 
 import pytest
 import torch
 
 from rbench import results
-from rbench.run import isolation, runner
+from rbench.hw import host
+from rbench.run import backends, isolation, models, runner
 from rbench.spec import Case, Policy
 
 FAST = Policy(warmup_iters=1, warmup_s=0.0, min_iters=3, min_s=0.0, max_s=20.0, timeout_s=120)
@@ -30,7 +32,8 @@ def test_ok_record_has_every_documented_field():
     assert record["latency_ms"]["min"] <= record["latency_ms"]["p50"] <= record["latency_ms"]["max"]
     assert record["params"] == 11_689_512
     assert record["peak_memory_bytes"] > 0
-    assert record["power"]["unavailable"] is True and record["power"]["reason"]
+    # A CPU's power: RAPL where this host lets us read it (root on bare metal), else the reason why not.
+    assert record["power"].get("energy_j", 0) > 0 or (record["power"]["unavailable"] is True and record["power"]["reason"])
 
 
 def test_simulated_oom_is_recorded_and_the_next_case_runs(monkeypatch):
@@ -140,3 +143,106 @@ def test_run_cases_appends_each_record_and_marks_skipped(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert [line["type"] for line in lines] == ["run", "record", "record"]
     assert [line["status"] for line in lines[1:]] == ["ok", "skipped"]
+
+
+class Ledger(host.CpuDevice):
+    """A CPU device with a pretend device allocator: what is allocated, its peak since the last reset, and a
+    log of the calls that matter to a case's memory."""
+
+    def __init__(self):
+        super().__init__()
+        self.allocated = self.peak = 0
+        self.log = []
+
+    def allocate(self, n):
+        self.allocated += n
+        self.peak = max(self.peak, self.allocated)
+        self.allocated -= n
+
+    def reset_peak_memory(self):
+        self.log.append("reset_peak")
+        self.peak = self.allocated
+
+    def peak_memory(self):
+        return {"allocated": self.peak, "reserved": self.peak, "source": "ledger"}
+
+    def release_memory(self):
+        self.log.append("release")
+
+
+class Correct(backends.Backend):
+    """A gated backend (it takes compile's place) whose output is eager's."""
+
+    name = "compile"
+
+
+def ledger_executor(monkeypatch):
+    monkeypatch.setitem(backends.REGISTRY, "compile", Correct())
+    executor = isolation.InProcess("cpu")
+    executor.device = Ledger()
+    return executor, executor.device
+
+
+def test_peak_memory_is_the_timed_loops_not_the_gates_or_the_autotuners(monkeypatch):
+    """The gate's fp32 reference (1 GiB here) and an autotuning buffer in the first warm-up iteration
+    (256 MiB) are not in the record's peak; the loop's 10 MiB per iteration is (issue 18, item 2)."""
+    executor, ledger = ledger_executor(monkeypatch)
+    gate = runner.gate
+
+    def gate_with_reference(module, workload, case, device):
+        ledger.allocate(2 ** 30)
+        return gate(module, workload, case, device)
+
+    make_step = backends.make_step
+
+    def step_that_autotunes(*args):
+        step, calls = make_step(*args), []
+
+        def tuned(i):
+            ledger.allocate(256 * 2 ** 20 if not calls else 10 * 2 ** 20)
+            calls.append(i)
+            return step(i)
+
+        return tuned
+
+    monkeypatch.setattr(runner, "gate", gate_with_reference)
+    monkeypatch.setattr(backends, "make_step", step_that_autotunes)
+    record = executor.run(case(backend="compile"), FAST)
+    assert record["status"] == "ok", record["reason"]
+    assert record["gate_error"] is not None
+    assert record["peak_memory"]["allocated"] == record["peak_memory_bytes"] == 10 * 2 ** 20
+
+
+def test_a_case_cleans_up_after_itself_in_order(monkeypatch):
+    """Case start (other processes noted), build, gate, its memory given back, the window's peak reset; after
+    the case the workload is dropped, then compiled graphs, then the allocator's cache (issue 18, items 3, 10)."""
+    executor, ledger = ledger_executor(monkeypatch)
+    alive = {}
+    build, gate = models.build, runner.gate
+
+    def logged_build(*args):
+        ledger.log.append("build")
+        workload = build(*args)
+        alive["model"], alive["input"] = weakref.ref(workload.model), weakref.ref(workload.inputs[0])
+        return workload
+
+    def logged_gate(*args):
+        ledger.log.append("gate")
+        return gate(*args)
+
+    def release():
+        ledger.log.append("release")
+        alive["at release"] = [ref() is not None for ref in (alive["model"], alive["input"])]
+
+    monkeypatch.setattr(models, "build", logged_build)
+    monkeypatch.setattr(runner, "gate", logged_gate)
+    monkeypatch.setattr(ledger, "release_memory", release)
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: ledger.log.append("dynamo_reset"))
+    monitor = executor.monitor
+    monkeypatch.setattr(monitor, "case_start", lambda: ledger.log.append("case_start"))
+    monkeypatch.setattr(monitor, "start", lambda: ledger.log.append("window_start"))
+    record = executor.run(case(backend="compile"), FAST)
+    assert record["status"] == "ok", record["reason"]
+    assert ledger.log == ["case_start", "build", "gate", "release", "reset_peak", "window_start",
+                          "dynamo_reset", "release"]
+    assert alive["at release"] == [False, False], "the workload must be gone before the cache is emptied"

@@ -15,7 +15,6 @@ from typing import Any
 
 from rbench import results
 from rbench.names import one_line
-from rbench.run import scenarios_plan
 from rbench.spec import Case, Policy
 
 # Whole-network relative error allowed by the correctness gate, per precision. Error accumulates over
@@ -67,66 +66,102 @@ def gate(module: Any, workload: Any, case: Case, device: Any) -> float:
 
 
 def execute(case: Case, policy: Policy, device: Any, monitor: Any) -> dict[str, Any]:
-    """Measure one case in this process; every outcome becomes a record, nothing escapes."""
-    import torch
+    """Measure one case in this process; every outcome becomes a record, nothing escapes.
 
-    from rbench.run import backends, measure, models, scenarios
+    The measuring happens in `_measure`, so that when it returns (or raises) nothing of the case is
+    left referenced here and the clean-up really frees the workload's memory.
+    """
+    from rbench.run import measure
 
-    state: dict[str, Any] = {}
+    info: dict[str, Any] = {}  # what is known before the timing: FLOPs, parameters, the gate's figure
     try:
-        reason = device.unsupported_precision(case.precision)
-        backend = backends.get(case)
-        reason = reason or backend.unsupported(case, device) or scenarios.unsupported(case, device)
-        if reason:
-            return results.new_record(case, "unsupported", reason)
-        device.reset_peak_memory()
-        workload = state["workload"] = models.build(case, device.torch_device, policy.rotate_buffers)
-        info = state["info"] = {"flops_per_image": workload.flops_per_image, "params": workload.params}
-        module = state["module"] = backend.prepare(workload.model, case, device)
-        if backend.name != "eager" and case.mode == "inference":
-            info["gate_tolerance"] = GATE_TOLERANCE[case.precision]
-            info["gate_error"] = gate(module, workload, case, device)
-            if not info["gate_error"] <= info["gate_tolerance"]:
-                return results.new_record(
-                    case, "incorrect", f"output differs from eager fp32 by {info['gate_error']:.3g} "
-                    f"(relative norm; tolerance {info['gate_tolerance']:g})", **info)
-        if case.scenario:  # an MLPerf scenario through LoadGen, or a max-batch probe
-            return scenarios.measure(case, policy, device, monitor, module, workload, info)
-        step = backends.make_step(module, workload, case, device)
-        timing = measure.run(step, device, policy, window=monitor)
-        images = timing.iters * case.batch_size
-        tele = monitor.result(images)
-        peak = device.peak_memory()
-        throughput = images / timing.window_s
-        return results.new_record(
-            case, "ok", "", **info,
-            throughput_ips=throughput, latency_ms=measure.summarize(timing.samples_ms),
-            samples_ms=timing.samples_ms, iters=timing.iters, window_s=timing.window_s,
-            warmup_iters=timing.warmup_iters, warmup_s=timing.warmup_s,
-            tflops=throughput * workload.flops_per_image * (3 if case.mode == "training" else 1) / 1e12,
-            peak_memory_bytes=peak.get("allocated", peak.get("host_rss")), peak_memory=peak, **tele)
+        return _measure(case, policy, device, monitor, info)
     except measure.OverBudget as e:
-        return results.new_record(case, "over_budget", str(e), **_info(state))
+        return results.new_record(case, "over_budget", str(e), **info)
     except BaseException as e:  # noqa: BLE001 - a failed case must never stop the suite
         if isinstance(e, KeyboardInterrupt):
             raise
         if is_oom(e):
-            return results.new_record(case, "oom", one_line(e), **_info(state))
+            return results.new_record(case, "oom", one_line(e), **info)
         traceback.print_exc(file=sys.stderr)
-        return results.new_record(case, "error", one_line(e), **_info(state))
+        return results.new_record(case, "error", one_line(e), **info)
     finally:
-        state.clear()
+        clean_up(device)
+
+
+def _measure(case: Case, policy: Policy, device: Any, monitor: Any, info: dict[str, Any]) -> dict[str, Any]:
+    from rbench.run import backends, measure, models
+
+    reason = device.unsupported_precision(case.precision)
+    backend = backends.get(case)
+    reason = reason or backend.unsupported(case, device)
+    if reason:
+        return results.new_record(case, "unsupported", reason)
+    monitor.case_start()  # who else is on the device before we build, compile and autotune
+    workload = models.build(case, device.torch_device, policy.rotate_buffers)
+    info.update(flops_per_image=workload.flops_per_image, params=workload.params)
+    module = backend.prepare(workload.model, case, device)
+    if backend.name != "eager" and case.mode == "inference":
+        info["gate_tolerance"] = GATE_TOLERANCE[case.precision]
+        info["gate_error"] = gate(module, workload, case, device)
+        if not info["gate_error"] <= info["gate_tolerance"]:
+            return results.new_record(
+                case, "incorrect", f"output differs from eager fp32 by {info['gate_error']:.3g} "
+                f"(relative norm; tolerance {info['gate_tolerance']:g})", **info)
+        # The gate's fp32 reference and Triton's autotuning buffers are gone: give their cached blocks
+        # back, so that neither the peak nor the reserved figure carries them.
         gc.collect()
-        try:
-            device.release_memory()
-            torch._dynamo.reset()
-        except Exception:  # noqa: BLE001 - cleaning up after a broken context must not raise
-            pass
+        device.release_memory()
+    step = backends.make_step(module, workload, case, device)
+    timing = measure.run(step, device, policy, window=TimedWindow(device, monitor))
+    images = timing.iters * case.batch_size
+    tele = monitor.result(images)
+    peak = device.peak_memory()
+    throughput = images / timing.window_s
+    return results.new_record(
+        case, "ok", "", **info,
+        throughput_ips=throughput, latency_ms=measure.summarize(timing.samples_ms),
+        samples_ms=timing.samples_ms, iters=timing.iters, window_s=timing.window_s,
+        warmup_iters=timing.warmup_iters, warmup_s=timing.warmup_s,
+        tflops=throughput * workload.flops_per_image * (3 if case.mode == "training" else 1) / 1e12,
+        peak_memory_bytes=peak.get("allocated", peak.get("host_rss")), peak_memory=peak, **tele)
 
 
-def _info(state: dict[str, Any]) -> dict[str, Any]:
-    """What a failed case had measured before it failed (FLOPs, parameters, the gate's figure)."""
-    return dict(state.get("info", {}))
+class TimedWindow:
+    """The edges of the timed window: the peak-memory counters restart, then the telemetry monitor.
+
+    Resetting here, after warm-up, makes `peak_memory` the timed loop's own: the model, its inputs and
+    the loop's activations (and, in training, gradients and optimizer state), not the correctness
+    gate's fp32 reference, compilation or autotuning that ran before.
+    """
+
+    def __init__(self, device: Any, monitor: Any):
+        self.device, self.monitor = device, monitor
+
+    def start(self) -> None:
+        self.device.reset_peak_memory()
+        self.monitor.start()
+
+    def stop(self) -> None:
+        self.monitor.stop()
+
+
+def clean_up(device: Any) -> None:
+    """After a case, with nothing of it referenced any more: collect it, drop compiled graphs, then
+    give the allocator's cache back, so the next case's `reserved` starts from nothing.
+
+    `_dynamo.reset()` comes before `empty_cache()`: compiled code and CUDA-graph pools hold device
+    memory that only becomes free once they are dropped.
+    """
+    import torch
+
+    gc.collect()
+    try:
+        torch._dynamo.reset()
+        gc.collect()
+        device.release_memory()
+    except Exception:  # noqa: BLE001 - cleaning up after a broken context must not raise
+        pass
 
 
 def run_cases(cases: Iterable[Case], policy: Policy, executor: Any, writer: results.RunWriter,
@@ -138,7 +173,7 @@ def run_cases(cases: Iterable[Case], policy: Policy, executor: Any, writer: resu
     for i, case in enumerate(cases):
         on_start(i, case)
         if selected(case):
-            record = scenarios_plan.run(case, policy, executor, writer)
+            record = executor.run(case, policy)
         else:
             record = results.new_record(case, "skipped", "not selected by --filter")
         writer.append(record)
