@@ -35,7 +35,7 @@ from ._common import (
 )
 from ._device import device_context, target
 from ._gemm import grouped_tile, output_pixels
-from ._launch import INTERPRETER_CONFIG, make_configs, one_config, prune_gemm_configs
+from ._launch import make_configs, one_config, prune_gemm_configs
 
 # operand dtypes of the quantized kernels, and the largest magnitude each quantizes to
 QUANT_DTYPES = (torch.int8, torch.float8_e4m3fn)
@@ -161,13 +161,22 @@ def _autotuner(family: str, bucket: int) -> triton.runtime.Autotuner:
     return _tuned[(family, bucket)]
 
 
+def interpreter_config(rows: int, k: int, channels: int) -> dict:
+    """The interpreter's one config: tiles as large as the problem (16 to 64 rows, up to 256 columns and
+    channels), since it pays per operation, not per element: few programs and few loop trips run fastest."""
+    def fit(n: int, hi: int) -> int:
+        return max(16, min(hi, triton.next_power_of_2(n)))
+
+    return dict(BLOCK_M=fit(rows, 64), BLOCK_N=fit(k, 256), BLOCK_K=fit(channels, 256), GROUP_M=8)
+
+
 def _launch(args: tuple, meta: dict, rows: int, k: int, reduction: int, device: torch.device) -> None:
     """One config under the interpreter (or RBENCH_KERNELS_ONE_CONFIG=1), else autotuned; no FMA contraction."""
     def grid(cfg: dict) -> tuple[int]:
         return (triton.cdiv(rows, cfg["BLOCK_M"]) * triton.cdiv(k, cfg["BLOCK_N"]),)
 
     if interpreting():
-        cfg = dict(INTERPRETER_CONFIG)
+        cfg = interpreter_config(rows, k, reduction // (meta["R"] * meta["S"]))
         qconv_kernel[grid(cfg)](*args, **meta, **cfg)
         return
     family = target(device).require_family()  # UnsupportedTarget where no configs are shipped
