@@ -1,4 +1,4 @@
-"""What every launcher checks and decides: interpreter or GPU, GPU family, arguments, the output buffer."""
+"""What every launcher checks: interpreter or GPU, the arguments, the output buffer."""
 
 from __future__ import annotations
 
@@ -24,18 +24,6 @@ def interpreting() -> bool:
     importing rbench_kernels.
     """
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
-
-
-def gpu_family(device: torch.device) -> str:
-    """The config family for `device`: 'sm80' (Ampere/Ada and older), 'sm90' (Hopper and newer), 'gfx942' (AMD).
-
-    Configs that do not fit a smaller GPU (e.g. shared memory on sm_86) are dropped by the
-    autotuner, which scores a config that fails to launch as infinitely slow.
-    """
-    if torch.version.hip is not None:
-        return "gfx942"
-    major, _ = torch.cuda.get_device_capability(device)
-    return "sm90" if major >= 9 else "sm80"
 
 
 def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:

@@ -1,29 +1,27 @@
-"""What the two convolution kernels share as GEMMs: tile order, fused epilogue, config kinds, launch path.
+"""What the convolution kernels share as GEMMs: config kinds, epilogue operands, tile order, fused epilogue.
 
-Both `conv.py` (implicit GEMM) and `conv1x1.py` (plain GEMM) compute an (N·P·Q) x K output matrix,
-rows the output pixels and columns the output channels, in BLOCK_M x BLOCK_N tiles, then apply the
-folded BatchNorm, residual and ReLU before a single NHWC store.
+Every convolution kernel (`conv.py`'s implicit GEMM, `conv_tma.py`'s tap descriptors, `conv1x1.py`
+and `conv1x1_tma.py`'s plain GEMMs) computes an (N·P·Q) x K output matrix, rows the output pixels
+and columns the output channels, in BLOCK_M x BLOCK_N tiles, then either applies the folded
+BatchNorm, residual and ReLU before a single NHWC store or, in a split-K launch, stores its fp32
+partial sum for `splitk.py` to finish.  How they are launched is `_launch.py`.
 """
 
 from __future__ import annotations
 
 import enum
-import functools
-from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
 from ._common import (
-    FAMILIES,
     channels_last,
     check_affine,
     check_devices,
     check_same_dtype,
     check_tensor,
-    gpu_family,
     interpreting,
     output,
 )
@@ -40,6 +38,9 @@ class ConfigKind(enum.Enum):
     # tiles are element-wise gathers with per-element masks; they need more registers, so smaller
     # tiles per warp
     GATHER = "gather"
+    # fp16/bf16 launches too small to fill the device with 128x128 tiles (batch 1, layer4 at any
+    # batch): small tiles and short reductions, which split-K multiplies into a wave (_launch.py)
+    SMALL = "small"
 
 
 def config_kind(dtype: torch.dtype, gather: bool = False) -> ConfigKind:
@@ -50,11 +51,6 @@ def config_kind(dtype: torch.dtype, gather: bool = False) -> ConfigKind:
 
 
 ConfigRows = dict[str, dict[ConfigKind, list[tuple[int, int, int, int, int]]]]
-
-# Under TRITON_INTERPRET=1 there is no autotuner (it needs a driver): one fixed config.  The
-# interpreter pays per operation, not per element, so large tiles (few programs, few loop trips) run
-# fastest; the tests' channel counts still straddle these blocks.
-INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}
 
 
 def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
@@ -82,6 +78,29 @@ def gemm_meta(dtype: torch.dtype, residual: torch.Tensor | None, relu: bool, all
     )
 
 
+@dataclass
+class Epilogue:
+    """The output of a convolution and what its epilogue applies: y = act(acc * scale + shift + residual).
+
+    y is the (N, K, P, Q) channels_last output, a row-major (N·P·Q, K) matrix; residual is None or
+    channels_last in y's shape.  `args(part)` gives the kernels' epilogue arguments, in order:
+    scale_ptr, shift_ptr, res_ptr and its 4 strides, y_ptr, part_ptr (the fp32 split-K partials).
+    """
+
+    scale: torch.Tensor
+    shift: torch.Tensor
+    residual: torch.Tensor | None
+    y: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return tuple(self.y.shape)  # (N, K, P, Q)
+
+    def args(self, part: torch.Tensor | None) -> tuple:
+        res = self.residual if self.residual is not None else self.y  # never read without HAS_RESIDUAL
+        return (self.scale, self.shift, res, *res.stride(), self.y, part if part is not None else self.scale)
+
+
 def epilogue_operands(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -90,8 +109,8 @@ def epilogue_operands(
     residual: torch.Tensor | None,
     out: torch.Tensor | None,
     shape: tuple[int, int, int, int],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Check what both launchers take besides x, weight and geometry; return (scale, shift, residual, y).
+) -> Epilogue:
+    """Check what every launcher takes besides x, weight and geometry.
 
     scale and shift must be fp32 (K,), residual None or the output's `shape` (N, K, P, Q) in x's
     dtype, all on one device; `out` None or a channels_last buffer of `shape`.  The residual comes
@@ -107,15 +126,7 @@ def epilogue_operands(
             raise ValueError(f"residual must have the output's shape {shape}, got {tuple(residual.shape)}")
     check_devices({"x": x, "weight": weight, "scale": scale, "shift": shift, "residual": residual})
     y = output(shape, x, out)
-    return scale, shift, None if residual is None else channels_last(residual), y
-
-
-def epilogue_args(
-    scale: torch.Tensor, shift: torch.Tensor, residual: torch.Tensor | None, y: torch.Tensor
-) -> tuple:
-    """The kernels' epilogue arguments, in order: scale_ptr, shift_ptr, res_ptr and its 4 strides, y_ptr."""
-    res = residual if residual is not None else y  # never read when HAS_RESIDUAL is False
-    return (scale, shift, res, *res.stride(), y)
+    return Epilogue(scale, shift, None if residual is None else channels_last(residual), y)
 
 
 @triton.jit
@@ -157,94 +168,50 @@ def dot_acc(a, b, acc, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr):
 
 
 @triton.jit
-def bn_act_store(acc, offs_m, offs_n, m_ok, n_ok, n, p, q, K, scale_ptr, shift_ptr,
-                 res_ptr, stride_rn, stride_rk, stride_rp, stride_rq, y_ptr,
-                 HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr):
-    """The epilogue both convolution kernels share, in fp32: BatchNorm affine, residual, ReLU; then
-    one store in the output dtype. Rows are output pixels (n, p, q), columns output channels; the
-    output is a dense row-major (N·P·Q, K) matrix (NHWC)."""
+def split_range(total):
+    """This program's share [lo, hi) of `total` reduction steps: split program_id(1) of num_programs(1).
+
+    Balanced, so that no split is empty while there are at least as many steps as splits; a launch
+    without split-K has one split, the whole range."""
+    ks = tl.program_id(1)
+    splits = tl.num_programs(1)
+    return ks * total // splits, (ks + 1) * total // splits
+
+
+@triton.jit
+def bn_act(acc, offs_n, n_ok, scale_ptr, shift_ptr, res, HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr):
+    """The epilogue's math in fp32 on an accumulator tile: BatchNorm affine, + residual tile, ReLU."""
     scale = tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)
     shift = tl.load(shift_ptr + offs_n, mask=n_ok, other=0.0)
     y = acc * scale[None, :] + shift[None, :]
-    out_mask = m_ok[:, None] & n_ok[None, :]
     if HAS_RESIDUAL:
-        res_rows = n * stride_rn + p * stride_rp + q * stride_rq
-        res = tl.load(res_ptr + res_rows[:, None] + offs_n[None, :] * stride_rk, mask=out_mask, other=0.0)
         y += res.to(tl.float32)
     if RELU:
         y = tl.maximum(y, 0.0)
-    tl.store(y_ptr + offs_m[:, None] * K + offs_n[None, :], y.to(y_ptr.dtype.element_ty), mask=out_mask)
+    return y
 
 
-def make_configs(rows: Sequence[tuple[int, ...]], group_m: int = 8) -> list[triton.Config]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) rows as triton.Configs."""
-    return [
-        triton.Config(
-            {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m}, num_warps=w, num_stages=s
-        )
-        for bm, bn, bk, w, s in rows
-    ]
+@triton.jit
+def store_partial(acc, offs_m, offs_n, m_ok, n_ok, M, K, part_ptr):
+    """A split-K program's fp32 partial sum, to (split, row, column) of the (splits, M, K) buffer."""
+    part = part_ptr + tl.program_id(1) * M * K
+    tl.store(part + offs_m[:, None] * K + offs_n[None, :], acc, mask=m_ok[:, None] & n_ok[None, :])
 
 
-def prune_gemm_configs(configs: list[triton.Config], m: int, n: int, reduction: int) -> list[triton.Config]:
-    """Drop configs whose tiles are far larger than the problem; keep at least one."""
-    limit_m = max(64, triton.next_power_of_2(m))
-    limit_n = max(64, triton.next_power_of_2(n))
-    limit_k = max(32, triton.next_power_of_2(reduction))
-    kept = [
-        c
-        for c in configs
-        if c.kwargs["BLOCK_M"] <= limit_m and c.kwargs["BLOCK_N"] <= limit_n and c.kwargs["BLOCK_K"] <= limit_k
-    ]
-    if kept:
-        return kept
-    return [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"])]
-
-
-def _prune(
-    reduction: Callable[[dict], int], configs: list[triton.Config], named_args: dict, **kwargs
-) -> list[triton.Config]:
-    a = {**named_args, **kwargs}
-    return prune_gemm_configs(configs, a["N"] * a["P"] * a["Q"], a["K"], reduction(a))
-
-
-class GemmLauncher:
-    """The launch path of a kernel over an (N·P·Q) x K output in BLOCK_M x BLOCK_N tiles (1-D grid).
-
-    Interpreting, it runs INTERPRETER_CONFIG (the autotuner needs a driver); on a GPU it autotunes
-    over `configs[family][kind]` for the device's family, pruning tiles far larger than the problem;
-    `reduction(args)` gives the length of the reduction from the kernel's named arguments.  Each
-    (family, kind) gets its own autotuner, built on first use, with its own tuning cache.
-    """
-
-    def __init__(self, kernel: Any, configs: ConfigRows, key: list[str], reduction: Callable[[dict], int]) -> None:
-        # kernel: a @triton.jit function (an InterpretedFunction when interpreting)
-        if set(configs) != set(FAMILIES) or any(not set(kinds) <= set(ConfigKind) for kinds in configs.values()):
-            raise ValueError(f"configs must map each of {FAMILIES} to lists keyed by ConfigKind")
-        self.kernel, self.configs, self.key = kernel, configs, key
-        self.prune = functools.partial(_prune, reduction)
-        self._tuned: dict[tuple[str, ConfigKind], triton.runtime.Autotuner] = {}
-
-    def tuned(self, family: str, kind: ConfigKind) -> triton.runtime.Autotuner:
-        """The autotuned kernel for a GPU family and config kind."""
-        if (family, kind) not in self._tuned:
-            self._tuned[family, kind] = triton.autotune(
-                configs=make_configs(self.configs[family][kind]), key=self.key,
-                prune_configs_by={"early_config_prune": self.prune},
-            )(self.kernel)
-        return self._tuned[family, kind]
-
-    def __call__(self, args: tuple, meta: dict, *, rows: int, cols: int, device: torch.device,
-                 kind: ConfigKind) -> None:
-        """Launch over a `rows` x `cols` output (nothing to do when it is empty)."""
-        if rows == 0 or cols == 0:
-            return
-
-        def grid(cfg):
-            return (triton.cdiv(rows, cfg["BLOCK_M"]) * triton.cdiv(cols, cfg["BLOCK_N"]),)
-
-        if interpreting():
-            self.kernel[grid(INTERPRETER_CONFIG)](*args, **meta, **INTERPRETER_CONFIG)
-        else:
-            with torch.cuda.device(device):
-                self.tuned(gpu_family(device), kind)[grid](*args, **meta)
+@triton.jit
+def bn_act_store(acc, offs_m, offs_n, m_ok, n_ok, n, p, q, M, K, scale_ptr, shift_ptr,
+                 res_ptr, stride_rn, stride_rk, stride_rp, stride_rq, y_ptr, part_ptr,
+                 HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr, SPLIT_K: tl.constexpr):
+    """How the pointer kernels finish a tile, rows the output pixels (n, p, q), columns the output
+    channels: with SPLIT_K the fp32 partial sum (`store_partial`); otherwise the epilogue (`bn_act`)
+    and one store in the output dtype into the dense row-major (N·P·Q, K) output (NHWC)."""
+    if SPLIT_K:
+        store_partial(acc, offs_m, offs_n, m_ok, n_ok, M, K, part_ptr)
+    else:
+        out_mask = m_ok[:, None] & n_ok[None, :]
+        res = acc
+        if HAS_RESIDUAL:
+            res_rows = n * stride_rn + p * stride_rp + q * stride_rq
+            res = tl.load(res_ptr + res_rows[:, None] + offs_n[None, :] * stride_rk, mask=out_mask, other=0.0)
+        y = bn_act(acc, offs_n, n_ok, scale_ptr, shift_ptr, res, HAS_RESIDUAL, RELU)
+        tl.store(y_ptr + offs_m[:, None] * K + offs_n[None, :], y.to(y_ptr.dtype.element_ty), mask=out_mask)

@@ -18,10 +18,10 @@ from ._common import (
     check_devices,
     check_same_dtype,
     check_tensor,
-    gpu_family,
     interpreting,
     output,
 )
+from ._device import device_context, gpu_family
 
 
 @triton.jit
@@ -97,6 +97,7 @@ def add_act(
     if interpreting():
         add_act_kernel[grid(INTERPRETER_CONFIG)](x, residual, out, numel, RELU=bool(relu), **INTERPRETER_CONFIG)
     else:
-        with torch.cuda.device(x.device):
-            _tuned(gpu_family(x.device))[grid](x, residual, out, numel, RELU=bool(relu))
+        tuned = _tuned(gpu_family(x.device))  # UnsupportedTarget where no configs are shipped
+        with device_context(x.device):
+            tuned[grid](x, residual, out, numel, RELU=bool(relu))
     return out

@@ -1,11 +1,13 @@
 """GPU readiness without a GPU: cross-compile every kernel and shipped config with Triton's own compiler.
 
 For CUDA sm_80 and sm_90 and AMD gfx942 this builds each kernel x config x dtype on the CPU
-(`triton.compile(ASTSource(...), target=GPUTarget(...))`), then reads the binaries with the tools
-Triton bundles: `cuobjdump --dump-resource-usage` (registers, stack/local memory = spills)
-and `cuobjdump --dump-sass` (HMMA / HGMMA tensor-core instructions); for gfx942 the AMDGCN assembly
-(VGPRs, scratch, v_mfma instructions).  It fails when a shipped config spills or a conv/GEMM kernel
-compiles without tensor-core instructions.  Run `python -m rbench_kernels.check --help`.
+(`triton.compile(ASTSource(...), target=GPUTarget(...))`; `check_jobs.py` says what), then reads the
+binaries with the tools Triton bundles: `cuobjdump --dump-resource-usage` (registers, stack/local
+memory = spills) and `cuobjdump --dump-sass` (HMMA / HGMMA tensor-core instructions, UTMALDG /
+UTMASTG TMA copies, the main loop's length); for gfx942 the AMDGCN assembly (VGPRs, scratch,
+v_mfma instructions).  It fails when a shipped config spills, needs more shared memory than the
+target has, a conv/GEMM kernel compiles without tensor-core instructions, or a TMA kernel's sm_90
+build without TMA instructions.  Run `python -m rbench_kernels.check --help`.
 """
 
 from __future__ import annotations
@@ -23,30 +25,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-TARGETS: dict[str, tuple[str, int | str, int]] = {
-    "sm80": ("cuda", 80, 32),
-    "sm90": ("cuda", 90, 32),
-    "gfx942": ("hip", "gfx942", 64),
-}
-KERNELS = ("conv", "conv1x1", "add")
+from .check_jobs import DTYPES, KERNELS, TARGETS, Job, arguments, jobs_for, specialize
+
+__all__ = ["KERNELS", "TARGETS", "Job", "Result", "compile_one", "problems", "run_check", "format_table", "as_records",
+           "main"]
+
 # the most dynamic shared memory one block may use (A100, H100, MI300X)
 SHARED_LIMIT = {"sm80": 163 * 1024, "sm90": 227 * 1024, "gfx942": 64 * 1024}
-TORCH_TO_TRITON = {"fp16": "fp16", "bf16": "bf16", "tf32": "fp32", "fp32": "fp32"}
-
-
-@dataclass(frozen=True)
-class Job:
-    """One compilation: a kernel variant for a target, dtype and config."""
-
-    kernel: str  # conv | conv1x1 | add
-    variant: str  # which real layer the argument values mimic
-    target: str  # sm80 | sm90 | gfx942
-    dtype: str  # fp16 | bf16 | tf32 | fp32 (IEEE)
-    config: tuple[int, ...]  # (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) or (BLOCK, warps)
-
-    @property
-    def needs_tensor_cores(self) -> bool:
-        return self.kernel in ("conv", "conv1x1") and self.dtype != "fp32"
 
 
 @dataclass
@@ -59,113 +44,10 @@ class Result:
     shared_bytes: int | None = None  # dynamic shared memory / LDS the launch needs
     mma: int | None = None  # tensor-core instructions in the binary
     mma_kind: str = ""
+    tma: int | None = None  # TMA copies: UTMALDG + UTMASTG in sm_90 SASS (None on other targets)
+    loop: int | None = None  # instructions in the main loop (the innermost loop holding the MMAs)
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
-
-
-def _jobs(targets: list[str], kernels: list[str]) -> list[Job]:
-    """Every shipped config of every kernel, for each target and the dtypes it serves."""
-    from . import add, conv, conv1x1
-    from ._gemm import ConfigKind
-
-    jobs: list[Job] = []
-    for t in targets:
-        if "conv" in kernels:
-            for cfg in conv.CONFIGS[t][ConfigKind.HALF]:
-                jobs += [Job("conv", "3x3", t, dt, cfg) for dt in ("fp16", "bf16")]
-            for cfg in conv.CONFIGS[t][ConfigKind.FP32]:
-                jobs += [Job("conv", "3x3", t, dt, cfg) for dt in ("tf32", "fp32")]
-            # the stem's flattened taps and ResNeXt's grouped tiles: other code, own configs
-            for cfg in conv.CONFIGS[t][ConfigKind.GATHER]:
-                jobs += [Job("conv", v, t, dt, cfg) for v in ("stem7x7", "grouped") for dt in ("fp16", "tf32")]
-                jobs += [Job("conv", "grouped", t, "bf16", cfg), Job("conv", "stem7x7", t, "fp32", cfg)]
-        if "conv1x1" in kernels:
-            for cfg in conv1x1.CONFIGS[t][ConfigKind.HALF]:
-                jobs += [Job("conv1x1", "1x1", t, dt, cfg) for dt in ("fp16", "bf16")]
-            jobs.append(Job("conv1x1", "1x1/2", t, "fp16", conv1x1.CONFIGS[t][ConfigKind.HALF][0]))
-            for cfg in conv1x1.CONFIGS[t][ConfigKind.FP32]:
-                jobs += [Job("conv1x1", "1x1", t, dt, cfg) for dt in ("tf32", "fp32")]
-        if "add" in kernels:
-            jobs += [Job("add", "elementwise", t, "bf16", cfg) for cfg in add.CONFIGS[t]]
-            jobs += [Job("add", "elementwise", t, dt, add.CONFIGS[t][0]) for dt in ("fp16", "fp32")]
-    return jobs
-
-
-def _nhwc_strides(n: int, c: int, h: int, w: int) -> tuple[int, int, int, int]:
-    """Strides of a channels_last (N, C, H, W) tensor, in (n, c, h, w) order."""
-    return h * w * c, 1, w * c, c
-
-
-def _arguments(job: Job) -> tuple[Any, dict[str, Any]]:
-    """The kernel and the argument values a real launch would pass (pointers as dtype strings)."""
-    from . import add, conv, conv1x1
-
-    ptr = "*" + TORCH_TO_TRITON[job.dtype]
-    precision = "tf32" if job.dtype == "tf32" else "ieee"
-    if job.kernel == "add":
-        block, _ = job.config
-        return add.add_act_kernel, dict(
-            x_ptr=ptr, r_ptr=ptr, y_ptr=ptr, numel=256 * 256 * 56 * 56, RELU=True, BLOCK=block
-        )
-    bm, bn, bk, _, _ = job.config
-    tile = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
-    epilogue = dict(HAS_RESIDUAL=True, RELU=True, UPCAST=False, DOT_PRECISION=precision)
-    if job.kernel == "conv1x1":
-        # ResNet-50 layer3 at batch 256: 1024 -> 256 channels over 14x14 (stride 2: the downsample)
-        s = 2 if job.variant == "1x1/2" else 1
-        n, c, h, w, k = 256, 1024, 14 * s, 14 * s, 256
-        p = q = 14
-        return conv1x1.conv1x1_bn_act_kernel, dict(
-            x_ptr=ptr, **dict(zip(("stride_xn", "stride_xc", "stride_xh", "stride_xw"), _nhwc_strides(n, c, h, w))),
-            w_ptr=ptr, stride_wk=c, stride_wc=1,
-            scale_ptr="*fp32", shift_ptr="*fp32",
-            res_ptr=ptr, **dict(zip(("stride_rn", "stride_rk", "stride_rp", "stride_rq"), _nhwc_strides(n, k, p, q))),
-            y_ptr=ptr, N=n, C=c, K=k, P=p, Q=q, conv_stride=s, **epilogue, **tile,
-        )
-    # conv: a ResNet-50 layer3 3x3, the 7x7/2 stem, or ResNeXt-50's layer1 3x3 with groups=32
-    if job.variant == "stem7x7":
-        n, c, h, w, k, r, st, pad, groups, p = 256, 3, 224, 224, 64, 7, 2, 3, 1, 112
-    elif job.variant == "grouped":
-        n, c, h, w, k, r, st, pad, groups, p = 256, 128, 56, 56, 128, 3, 1, 1, 32, 56
-    else:
-        n, c, h, w, k, r, st, pad, groups, p = 256, 256, 14, 14, 256, 3, 1, 1, 1, 14
-    cg, kg = c // groups, k // groups
-    return conv.conv_bn_act_kernel, dict(
-        x_ptr=ptr, **dict(zip(("stride_xn", "stride_xc", "stride_xh", "stride_xw"), _nhwc_strides(n, c, h, w))),
-        # weight (K, C/g, R, S) in channels_last
-        w_ptr=ptr, stride_wk=r * r * cg, stride_wc=1, stride_wr=r * cg, stride_ws=cg,
-        scale_ptr="*fp32", shift_ptr="*fp32",
-        res_ptr=ptr, **dict(zip(("stride_rn", "stride_rk", "stride_rp", "stride_rq"), _nhwc_strides(n, k, p, p))),
-        y_ptr=ptr, N=n, C=c, H=h, W=w, K=k, P=p, Q=p,
-        stride_h=st, stride_w=st, pad_h=pad, pad_w=pad, dil_h=1, dil_w=1, C_PER_G=cg, K_PER_G=kg,
-        R=r, S=r, GROUPED=groups > 1, FLAT_K=conv.flat_taps(cg, kg), **epilogue, **tile,
-    )
-
-
-def _specialize(fn: Any, values: dict[str, Any]) -> tuple[dict, dict, dict]:
-    """(signature, constexprs, attrs) as Triton's launcher derives them from real arguments.
-
-    Pointers are 16-byte aligned; integers equal to 1 become constants and multiples of 16 are
-    marked divisible by 16 (what lets Triton vectorise loads) -- the same rules the JIT applies.
-    """
-    constexpr_names = {p.name for p in fn.params if p.is_constexpr}
-    signature: dict[str, str] = {}
-    constexprs: dict[str, Any] = {}
-    attrs: dict[tuple[int, ...], list] = {}
-    for i, name in enumerate(fn.arg_names):
-        v = values[name]
-        if name in constexpr_names:
-            signature[name], constexprs[name] = "constexpr", v
-        elif isinstance(v, str):
-            signature[name] = v
-            attrs[(i,)] = [["tt.divisibility", 16]]
-        elif v == 1:
-            signature[name], constexprs[name] = "constexpr", 1
-        else:
-            signature[name] = "i32"
-            if v % 16 == 0:
-                attrs[(i,)] = [["tt.divisibility", 16]]
-    return signature, constexprs, attrs
 
 
 def _as_jit(kernel: Any) -> Any:
@@ -197,9 +79,30 @@ def _inspect_cuda(res: Result, compiled: Any, arch: int) -> None:
             res.registers = int(m.group(1))
             res.spill_bytes = max(int(m.group(2)), int(m.group(4)))
         sass = subprocess.run([_tool("cuobjdump"), "--dump-sass", cubin], capture_output=True, text=True).stdout
-        hgmma, hmma = len(re.findall(r"\bHGMMA\.", sass)), len(re.findall(r"\bHMMA\.", sass))
-        res.mma, res.mma_kind = hgmma + hmma, ("HGMMA" if hgmma else "HMMA" if hmma else "")
+        # HMMA/HGMMA: fp16/bf16/tf32; IMMA/IGMMA: int8 (qconv); QGMMA: fp8 warpgroup MMAs (qconv)
+        counts = {kind: len(re.findall(rf"\b{kind}\.", sass)) for kind in ("HGMMA", "IGMMA", "QGMMA", "HMMA", "IMMA")}
+        res.mma = sum(counts.values())
+        res.mma_kind = "+".join(kind for kind, count in counts.items() if count)
+        if arch >= 90:
+            res.tma = len(re.findall(r"\bUTMA(?:LDG|STG)\b", sass))
+        res.loop = sass_main_loop(sass)
     res.shared_bytes = int(compiled.metadata.shared)
+
+
+def sass_main_loop(sass: str) -> int | None:
+    """Instructions in the smallest loop (a backward branch's span) that holds an MMA instruction.
+
+    A static measure of the work per reduction step: address math, masks and loads around the
+    MMAs.  None when no loop holds one (e.g. the fp32 FMA builds)."""
+    ins = [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
+    best = None
+    for addr, text in ins:
+        b = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", text)
+        if b and int(b.group(1), 16) <= addr:
+            body = [t for a, t in ins if int(b.group(1), 16) <= a <= addr]
+            if any(re.search(r"\b[HIQ]G?MMA\.", t) for t in body) and (best is None or len(body) < best):
+                best = len(body)
+    return best
 
 
 def _inspect_hip(res: Result, compiled: Any) -> None:
@@ -215,7 +118,22 @@ def _inspect_hip(res: Result, compiled: Any) -> None:
     res.spill_bytes = scratch
     res.mma = len(re.findall(r"\bv_mfma_", asm))
     res.mma_kind = "MFMA" if res.mma else ""
+    res.loop = amdgcn_main_loop(asm)
     res.shared_bytes = int(compiled.metadata.shared)
+
+
+def amdgcn_main_loop(asm: str) -> int | None:
+    """As sass_main_loop, for AMDGCN assembly: the smallest label..backward-branch span with a v_mfma."""
+    lines = [ln.split(";")[0].strip() for ln in asm.splitlines()]
+    labels = {m.group(1): i for i, ln in enumerate(lines) if (m := re.match(r"^(\.LBB\w+):", ln))}
+    best = None
+    for i, ln in enumerate(lines):
+        b = re.match(r"^s_(?:c)?branch\w*\s+(\.LBB\w+)", ln)
+        if b and labels.get(b.group(1), i + 1) <= i:
+            body = [x for x in lines[labels[b.group(1)]:i + 1] if re.match(r"^[a-z]", x)]
+            if any(x.startswith("v_mfma") for x in body) and (best is None or len(body) < best):
+                best = len(body)
+    return best
 
 
 def compile_one(job: Job) -> Result:
@@ -227,11 +145,11 @@ def compile_one(job: Job) -> Result:
     res = Result(job)
     start = time.perf_counter()
     try:
-        kernel, values = _arguments(job)
+        kernel, values = arguments(job)
         fn = _as_jit(kernel)
-        signature, constexprs, attrs = _specialize(fn, values)
+        signature, constexprs, attrs = specialize(fn, values)
         backend, arch, warp = TARGETS[job.target]
-        warps, stages = (job.config[1], 1) if job.kernel == "add" else job.config[3:5]
+        warps, stages = job.warps_stages
         try:
             src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
         except TypeError:  # an older Triton without `attrs`
@@ -247,23 +165,39 @@ def compile_one(job: Job) -> Result:
     except Exception as e:  # report, do not crash the whole check
         res.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
     res.seconds = time.perf_counter() - start
-    if not res.ok:
-        res.problems.append("compile failed: " + res.error)
-    else:
-        if res.spill_bytes:
-            res.problems.append(f"spills {res.spill_bytes} bytes")
-        if res.shared_bytes is not None and res.shared_bytes > SHARED_LIMIT[job.target]:
-            res.problems.append(f"needs {res.shared_bytes} B shared memory > {SHARED_LIMIT[job.target]}")
-        if job.needs_tensor_cores and not res.mma:
-            res.problems.append("no tensor-core instructions")
+    res.problems = problems(res)
     return res
 
 
+def problems(res: Result) -> list[str]:
+    """Why a build fails the check: it did not compile, spills, needs more shared memory than the
+    target has, lacks the tensor-core instructions its dtype demands, or is a TMA kernel's sm_90
+    build without TMA instructions."""
+    if not res.ok:
+        return ["compile failed: " + res.error]
+    job, found = res.job, []
+    if res.spill_bytes:
+        found.append(f"spills {res.spill_bytes} bytes")
+    if res.shared_bytes is not None and res.shared_bytes > SHARED_LIMIT[job.target]:
+        found.append(f"needs {res.shared_bytes} B shared memory > {SHARED_LIMIT[job.target]}")
+    if job.needs_tensor_cores and not res.mma:
+        found.append("no tensor-core instructions")
+    if job.needs_tma and not res.tma:
+        found.append("a TMA kernel without TMA instructions")
+    return found
+
+
+def as_records(results: list[Result]) -> list[dict]:
+    """The results as --json writes them: one dict per build (job, registers, spills, mma, tma, ...)."""
+    return [{**asdict(r), "job": asdict(r.job)} for r in results]
+
+
 def run_check(
-    targets: list[str] | None = None, kernels: list[str] | None = None, jobs: int | None = None
+    targets: list[str] | None = None, kernels: list[str] | None = None, jobs: int | None = None,
+    dtypes: list[str] | None = None,
 ) -> list[Result]:
     """Compile every job (in `jobs` worker processes) and return the results in job order."""
-    todo = _jobs(list(targets or TARGETS), list(kernels or KERNELS))
+    todo = jobs_for(list(targets or TARGETS), list(kernels or KERNELS), tuple(dtypes or DTYPES))
     workers = max(1, jobs or os.cpu_count() or 1)
     # Fresh (spawned) worker processes without TRITON_INTERPRET: an interpreting process patches
     # triton.language and cannot compile for a GPU, and the test suite interprets.
@@ -280,18 +214,27 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
+def format_config(job: Job) -> str:
+    """128x64x32 w8 s3 (a GEMM tile), 32x128 w4 (split-K's pass) or 4096 w8 (add)."""
+    c = job.config
+    if len(c) == 5:
+        return "x".join(map(str, c[:3])) + f" w{c[3]} s{c[4]}"
+    return "x".join(map(str, c[:-1])) + f" w{c[-1]}"
+
+
 def format_table(results: list[Result]) -> str:
-    head = ("target", "kernel", "variant", "dtype", "config", "regs", "spill B", "smem B", "tensor cores", "s", "verdict")
+    head = ("target", "kernel", "variant", "dtype", "config", "regs", "spill B", "smem B", "tensor cores", "tma",
+            "loop", "s", "verdict")
     rows = []
     for r in results:
         j = r.job
-        cfg = "x".join(map(str, j.config[:3])) + f" w{j.config[3]} s{j.config[4]}" if len(j.config) == 5 else f"{j.config[0]} w{j.config[1]}"
         tc = f"{r.mma_kind} x{r.mma}" if r.mma else ("none" if r.ok else "-")
         if r.ok and not j.needs_tensor_cores and not r.mma:
-            tc = "n/a (FMA)" if j.kernel != "add" else "n/a"
+            tc = "n/a (FMA)" if j.kernel in ("conv", "conv1x1", "conv_tma", "conv1x1_tma") else "n/a"
         verdict = "ok" if not r.problems else "FAIL: " + "; ".join(r.problems)
-        rows.append((j.target, j.kernel, j.variant, j.dtype, cfg, _fmt(r.registers), _fmt(r.spill_bytes),
-                     _fmt(r.shared_bytes), tc, f"{r.seconds:.1f}", verdict))
+        variant = j.variant + (" split" if j.split else "")
+        rows.append((j.target, j.kernel, variant, j.dtype, format_config(j), _fmt(r.registers), _fmt(r.spill_bytes),
+                     _fmt(r.shared_bytes), tc, _fmt(r.tma), _fmt(r.loop), f"{r.seconds:.1f}", verdict))
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in (head, *rows)]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -299,16 +242,19 @@ def format_table(results: list[Result]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Cross-compile and print the table; exit status 1 if any shipped config spills, lacks tensor cores or fails."""
+    """Cross-compile and print the table; exit status 1 if any build fails the check (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m rbench_kernels.check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated, from {', '.join(TARGETS)}")
     parser.add_argument("--kernels", default=",".join(KERNELS), help=f"comma-separated, from {', '.join(KERNELS)}")
+    parser.add_argument("--dtypes", default=",".join(DTYPES),
+                        help=f"comma-separated, from {', '.join(DTYPES)} (without bf16 every config still builds once)")
     parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU count)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
     kernels = [k for k in args.kernels.split(",") if k]
-    for name, given, known in (("target", targets, TARGETS), ("kernel", kernels, KERNELS)):
+    dtypes = [d for d in args.dtypes.split(",") if d]
+    for name, given, known in (("target", targets, TARGETS), ("kernel", kernels, KERNELS), ("dtype", dtypes, DTYPES)):
         unknown = [g for g in given if g not in known]
         if unknown:
             parser.error(f"unknown {name} {', '.join(unknown)}; known: {', '.join(known)}")
@@ -316,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     import triton
 
     start = time.perf_counter()
-    results = run_check(targets, kernels, args.jobs)
+    results = run_check(targets, kernels, args.jobs, dtypes)
     print(format_table(results))
     failed = [r for r in results if r.problems]
     hip_failed = [r for r in results if r.job.target == "gfx942" and not r.ok]
@@ -332,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump([{**asdict(r), "job": asdict(r.job)} for r in results], f, indent=1)
+            json.dump(as_records(results), f, indent=1)
     return 1 if failed else 0
 
 

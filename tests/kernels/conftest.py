@@ -3,6 +3,10 @@
 `@triton.jit` decides between compiling and interpreting when rbench_kernels is imported, so the
 variable must be set before that import -- here, at collection time.  On a GPU machine it stays
 unset and the same tests run the compiled kernels on the GPU instead (see kernel_cases.DEVICE).
+
+RBENCH_KERNEL_TESTS=quick runs only the tests marked `quick` (test_paths.py: every launch path
+once) and, on a GPU, launches one config per kernel instead of autotuning
+(RBENCH_KERNELS_ONE_CONFIG=1): the GPU session's first stage, under a minute on a cold cache.
 """
 
 import ctypes
@@ -14,6 +18,26 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+QUICK = os.environ.get("RBENCH_KERNEL_TESTS", "").strip().lower() == "quick"
+if QUICK:
+    os.environ.setdefault("RBENCH_KERNELS_ONE_CONFIG", "1")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "quick: the quick tier of the kernel tests (RBENCH_KERNEL_TESTS=quick)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under RBENCH_KERNEL_TESTS=quick, deselect this directory's tests that are not marked quick."""
+    if not QUICK:
+        return
+    slow = [i for i in items if str(i.path).startswith(HERE) and i.get_closest_marker("quick") is None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        slow_ids = {id(i) for i in slow}
+        items[:] = [i for i in items if id(i) not in slow_ids]
 
 
 @pytest.fixture(autouse=True)
