@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rbench.cli.common import UsageError, console, say
+from rbench.cli.common import UsageError, console, rbench_warnings_as_lines, say
 
 
 def _write(path: str | None, text: str) -> None:
@@ -21,6 +21,7 @@ def _write(path: str | None, text: str) -> None:
     say(f"wrote {path}")
 
 
+@rbench_warnings_as_lines
 def cmd_export(args: argparse.Namespace) -> int:
     from rbench.analysis import export
 
@@ -39,6 +40,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@rbench_warnings_as_lines
 def cmd_history(args: argparse.Namespace) -> int:
     from rbench.analysis import compare, history
 
