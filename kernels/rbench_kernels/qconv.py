@@ -236,8 +236,8 @@ def conv_bn_act_q(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, sh
     (sh, sw), (ph, pw), (dh, dw) = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
     if min(sh, sw) < 1 or min(ph, pw) < 0 or min(dh, dw) < 1:
         raise ValueError(f"need stride >= 1, padding >= 0, dilation >= 1; got {stride=}, {padding=}, {dilation=}")
-    p = (h + 2 * ph - dh * (r - 1) - 1) // sh + 1
-    q = (w + 2 * pw - dw * (s - 1) - 1) // sw + 1
+    p, q = ((size + 2 * pad - dil * (taps - 1) - 1) // st + 1
+            for size, pad, dil, taps, st in ((h, ph, dh, r, sh), (w, pw, dw, s, sw)))
     if p < 1 or q < 1:
         raise ValueError(f"output would be empty: x {tuple(x.shape)}, weight {tuple(weight.shape)} give P={p}, Q={q}")
     scale, shift = check_affine(scale, "scale", k), check_affine(shift, "shift", k)

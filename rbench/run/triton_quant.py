@@ -46,29 +46,21 @@ def unsupported(case: Any, device: Any) -> str | None:
     return None
 
 
-class QConv(torch.nn.Module):
-    """One quantized conv + folded BN (+ residual) (+ ReLU) kernel call; writes `out_scale`-quantized or fp32."""
+class QConv(triton_backend.FusedConv):
+    """One quantized conv + folded BN (+ residual) (+ ReLU) kernel call; writes `out_scale`-quantized or fp32.
+
+    FusedConv's fold and weight layout, then the weight quantized per output channel (dim 0 in both
+    layouts) and the dequantization folded into BatchNorm's scale: s_in * s_w[k] * bn_scale[k], fp32."""
 
     def __init__(self, conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d, relu: bool, dtype: torch.dtype,
                  in_scale: float, out_scale: float | None, where: str):
-        super().__init__()
-        triton_backend._check_conv(conv, bn, where)
-        if conv.groups != 1:
+        if getattr(conv, "groups", 1) != 1:
             raise ConversionError(f"{where}: grouped convolutions have no int8/fp8 kernel (groups={conv.groups})")
-        bn_scale, shift = triton_backend._kernels().fold_bn(bn, conv.bias)
-        weight, s_w = quantize.quantize_weight(conv.weight.detach(), dtype)
-        self.pointwise = conv.kernel_size == (1, 1) and conv.padding == (0, 0) and conv.stride[0] == conv.stride[1]
-        if self.pointwise:
-            weight = weight.reshape(weight.shape[0], weight.shape[1]).contiguous()
-            self.stride: Any = conv.stride[0]
-        else:
-            weight = weight.contiguous(memory_format=torch.channels_last)
-            self.stride = conv.stride
-        self.register_buffer("weight", weight)
-        # dequantization folded into BatchNorm's scale: acc * s_in * s_w[k] * bn_scale[k], in fp32
-        self.register_buffer("scale", (s_w * in_scale * bn_scale.to(s_w.device)).float().contiguous())
-        self.register_buffer("shift", shift.to(weight.device))
-        self.padding, self.dilation, self.relu, self.out_scale = conv.padding, conv.dilation, relu, out_scale
+        super().__init__(conv, bn, relu, where)
+        weight, s_w = quantize.quantize_weight(self.weight, dtype)
+        self.weight = weight.contiguous() if self.pointwise else weight.contiguous(memory_format=torch.channels_last)
+        self.scale = (s_w * in_scale * self.scale).float().contiguous()
+        self.out_scale = out_scale
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None,
                 residual_scale: float | None = None) -> torch.Tensor:
