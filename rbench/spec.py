@@ -36,8 +36,12 @@ MAX_NPROC = 1024  # ranks per node in a suite (capped again at the devices prese
 
 # What identifies a case across runs (what `rbench compare` matches on), and its id for people. A field
 # added later gets a default here, so that records written before it existed keep matching.
-KEY_FIELDS = ("model", "batch_size", "image_size", "precision", "backend", "mode", "memory_format", "nproc_per_node", "scenario")
-KEY_DEFAULTS: dict[str, Any] = {"nproc_per_node": 1, "scenario": None}
+KEY_FIELDS = ("model", "batch_size", "image_size", "precision", "backend", "mode", "memory_format", "nproc_per_node", "scenario", "stochastic_depth")
+KEY_DEFAULTS: dict[str, Any] = {"nproc_per_node": 1, "scenario": None, "stochastic_depth": None}
+# A model's own image size, used when a suite sets none for it: name -> pixels, filled by the model
+# registry (rbench.run.models) when it is imported; a model not in it runs at DEFAULT_IMAGE_SIZE.
+DEFAULT_IMAGE_SIZE = 224
+DEFAULT_IMAGE_SIZES: dict[str, int] = {}
 
 
 def record_key(record: Mapping[str, Any]) -> tuple:
@@ -52,7 +56,8 @@ def record_id(record: Mapping[str, Any]) -> str:
     r = record
     return (f"{r.get('model')}/bs{r.get('batch_size') or 'max'}/{r.get('image_size')}px/{r.get('precision')}/"
             f"{r.get('backend')}/{r.get('mode')}/{r.get('memory_format')}"
-            + (f"/np{r['nproc_per_node']}" if r.get("nproc_per_node", 1) != 1 else "") + (f"/{r['scenario']}" if r.get("scenario") else ""))
+            + (f"/np{r['nproc_per_node']}" if r.get("nproc_per_node", 1) != 1 else "") + (f"/{r['scenario']}" if r.get("scenario") else "")
+            + (f"/sd{r['stochastic_depth']:g}" if r.get("stochastic_depth") is not None else ""))
 
 
 class SpecError(ValueError):
@@ -94,6 +99,7 @@ class Case:
     nproc_per_node: int = 1  # processes (ranks) on this node; > 1 runs through torchrun (rbench.run.distributed)
     scenario: str | None = None  # rbench.scenario_spec: an MLPerf scenario or a max-batch search; None: closed loop
     scenario_settings: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
+    stochastic_depth: float | None = None  # training only: the last residual block's survival probability
 
     def key(self) -> tuple:
         return record_key(self.to_dict())
@@ -124,7 +130,8 @@ class Suite:
     precisions: tuple[str, ...]
     backends: tuple[str, ...]
     modes: tuple[str, ...]
-    image_size: int = 224
+    # An integer for every model, or {model: size, default: size}; a model it leaves out runs at its own size.
+    image_size: int | Mapping[str, int] | None = None
     memory_format: str = "channels_last"
     device: str = "auto"
     policy: Policy = field(default_factory=Policy)
@@ -137,6 +144,7 @@ class Suite:
     scenarios: tuple[str, ...] = ()  # rbench.scenario_spec: MLPerf scenarios (through LoadGen) instead of closed loops
     scenario_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     max_batch: bool = False  # also search each model x precision x backend x mode's largest batch
+    stochastic_depth: float | None = None  # training cases: survival probability of the last residual block
 
     def for_device(self, kind: str) -> Suite:
         """The suite with the `overrides[kind]` block applied (ROCm falls back to the `cuda` block)."""
@@ -164,7 +172,17 @@ class Suite:
                                                         self.backends, self.modes, self.nproc_per_node)
             if not self.scenarios)
         cases = itertools.chain(cases, (Case(**kw) for kw in scenario_spec.case_fields(self, device)))
+        cases = (dataclasses.replace(c, image_size=self.image_size_for(c.model),
+                                     stochastic_depth=self.stochastic_depth if c.mode == "training" else None)
+                 for c in cases)
         return [c for c in cases if not any(_matches(c, rule) for rule in self.exclude)]
+
+    def image_size_for(self, model: str) -> int:
+        """`image_size` if an integer; else its entry for `model` or its `default`; else the model's own."""
+        size = self.image_size
+        if isinstance(size, Mapping):
+            size = size.get(model, size.get("default"))
+        return DEFAULT_IMAGE_SIZES.get(model, DEFAULT_IMAGE_SIZE) if size is None else size
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -187,7 +205,7 @@ _LIST_FIELDS = {
 }
 _SCALAR_FIELDS = {
     "name": str, "description": str, "image_size": int, "memory_format": str, "device": str,
-    "threshold": (int, float),
+    "threshold": (int, float), "stochastic_depth": (int, float),
 }
 _REQUIRED = ("name", "models", "batch_sizes", "precisions", "backends", "modes")
 _POLICY_FIELDS = {f.name: f.type for f in dataclasses.fields(Policy)}
@@ -256,6 +274,8 @@ class _Checker:
             w = where + (key,)
             if key in _LIST_FIELDS:
                 out[key] = self.check_list(w, value, _LIST_FIELDS[key])
+            elif key == "image_size" and isinstance(value, dict):
+                out[key] = self.check_image_sizes(w, value)
             elif key in _SCALAR_FIELDS and (top_level or key in _OVERRIDABLE):
                 out[key] = self.check_type(w, value, _SCALAR_FIELDS[key])
             elif key == "policy":
@@ -294,9 +314,15 @@ class _Checker:
                 raise self.fail(where + ("batch_sizes", i), f"batch size must be positive, got {b}")
             if b > MAX_BATCH_SIZE:
                 raise self.fail(where + ("batch_sizes", i), f"batch size {b} is too large", f"1 to {MAX_BATCH_SIZE}")
-        if "image_size" in out and not 32 <= out["image_size"] <= MAX_IMAGE_SIZE:
-            raise self.fail(where + ("image_size",), f"must be at least 32, got {out['image_size']}"
-                            if out["image_size"] < 32 else f"too large: {out['image_size']}", f"32 to {MAX_IMAGE_SIZE}")
+        sizes = out.get("image_size", {})
+        for name, size in sizes.items() if isinstance(sizes, dict) else [(None, sizes)]:
+            w = where + ("image_size",) + (() if name is None else (name,))
+            if not 32 <= size <= MAX_IMAGE_SIZE:
+                raise self.fail(w, f"must be at least 32, got {size}" if size < 32 else f"too large: {size}",
+                                f"32 to {MAX_IMAGE_SIZE}")
+        if "stochastic_depth" in out and not 0 < out["stochastic_depth"] <= 1:
+            raise self.fail(where + ("stochastic_depth",), f"must be the last residual block's survival probability, "
+                            f"got {out['stochastic_depth']}", "a number in (0, 1], e.g. 0.5; leave it out for none")
         if "memory_format" in out and out["memory_format"] not in MEMORY_FORMATS:
             raise self.fail(where + ("memory_format",), f"unknown memory format {out['memory_format']!r}",
                             ", ".join(MEMORY_FORMATS))
@@ -304,6 +330,16 @@ class _Checker:
             raise self.fail(where + ("device",), f"unknown device {out['device']!r}", ", ".join(DEVICES))
         if "threshold" in out and not 0 < out["threshold"] < 1:
             raise self.fail(where + ("threshold",), f"must be a fraction in (0, 1), got {out['threshold']}")
+
+    def check_image_sizes(self, where: tuple, value: dict) -> dict[str, int]:
+        """`{model: size, default: size}`: known model names (or `default`) to integers."""
+        if not value:
+            raise self.fail(where, "empty mapping; give an integer, or sizes such as {cifar_resnet20: 32, default: 224}")
+        for name, size in value.items():
+            if name != "default" and self.models is not None and name not in self.models:
+                raise self.fail(where + (name,), f"unknown model {name!r}", "default, " + ", ".join(self.models))
+            self.check_type(where + (name,), size, int)
+        return value
 
     def check_policy(self, where: tuple, value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):

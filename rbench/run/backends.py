@@ -50,7 +50,7 @@ class TritonBackend(Backend):
     name = "triton"
 
     def unsupported(self, case: Case, device: Any) -> str | None:
-        from rbench.run import triton_backend
+        from rbench.run import triton_backend, triton_zoo
 
         if case.mode != "inference":
             return "inference only: the triton backend has no backward kernels"
@@ -63,12 +63,12 @@ class TritonBackend(Backend):
             reason = triton_backend.unsupported_target(device)  # the GPU's own target, not assumed
             if reason:
                 return reason
-        return triton_backend.unsupported_model(case.model)
+        return triton_zoo.unsupported_model(case.model)
 
     def prepare(self, model: torch.nn.Module, case: Case, device: Any) -> torch.nn.Module:
-        from rbench.run import triton_backend
+        from rbench.run import triton_zoo
 
-        return triton_backend.convert(model, allow_tf32=case.precision == "tf32")
+        return triton_zoo.convert(model, allow_tf32=case.precision == "tf32")
 
 
 REGISTRY: dict[str, Backend] = {b.name: b for b in (Backend(), CompileBackend(), TritonBackend())}

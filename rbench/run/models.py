@@ -17,7 +17,8 @@ import torch
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
-from rbench.spec import Case
+from rbench.run import zoo
+from rbench.spec import DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZES, Case
 
 RESNET_FAMILY = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2",
                  "wide_resnet101_2", "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d")
@@ -37,16 +38,30 @@ DTYPES = {
     "amp_fp16": torch.float32, "amp_bf16": torch.float32,
 }
 AUTOCAST = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}
+# Suites expand a model that they give no image size at its own (rbench.spec.DEFAULT_IMAGE_SIZES).
+DEFAULT_IMAGE_SIZES.update({name: entry.image_size for name, entry in zoo.REGISTRY.items()})
 
 
 @lru_cache(maxsize=1)
 def names() -> tuple[str, ...]:
-    """Every torchvision classification model, ResNet family first."""
+    """Every model: torchvision's ResNet family first, then the papers' networks (`rbench.run.zoo`), then
+    the rest of torchvision's classification models."""
     others = [m for m in torchvision.models.list_models(module=torchvision.models) if m not in RESNET_FAMILY]
-    return RESNET_FAMILY + tuple(sorted(others))
+    return RESNET_FAMILY + tuple(zoo.REGISTRY) + tuple(sorted(others))
+
+
+def default_image_size(name: str) -> int:
+    """The size a suite's case of `name` runs at unless the suite sets one: 32 for CIFAR networks, else 224."""
+    return DEFAULT_IMAGE_SIZES.get(name, DEFAULT_IMAGE_SIZE)
+
+
+def num_classes(name: str) -> int:
+    return zoo.REGISTRY[name].num_classes if name in zoo.REGISTRY else NUM_CLASSES
 
 
 def _construct(name: str) -> torch.nn.Module:
+    if name in zoo.REGISTRY:
+        return zoo.build(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # googlenet/inception init-weights notices
         return torchvision.models.get_model(name, weights=None, num_classes=NUM_CLASSES)
@@ -132,6 +147,8 @@ def build(case: Case, device: torch.device, rotate: int = 0) -> Workload:
     """The case's model (random init, seeded) in its precision and memory format, with its inputs."""
     torch.manual_seed(SEED)
     model = calibrate_batchnorm(_construct(case.model), case.model, case.image_size)
+    if case.stochastic_depth is not None and case.mode == "training":
+        model = zoo.stochastic_depth(model, case.stochastic_depth, SEED)
     flops = count_flops(model, case.image_size)
     params = count_params(model)
     set_precision_flags(case.precision)
@@ -141,7 +158,7 @@ def build(case: Case, device: torch.device, rotate: int = 0) -> Workload:
     model.train(case.mode == "training")
     g = torch.Generator().manual_seed(SEED + 1)
     inputs = input_buffers(case, device, dtype, rotate, g)
-    labels = [torch.randint(0, NUM_CLASSES, (case.batch_size,), generator=g).to(device) for _ in inputs]
+    labels = [torch.randint(0, num_classes(case.model), (case.batch_size,), generator=g).to(device) for _ in inputs]
     return Workload(model=model, inputs=inputs, labels=labels, flops_per_image=flops, params=params,
                     autocast_dtype=AUTOCAST.get(case.precision))
 
