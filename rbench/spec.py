@@ -38,10 +38,8 @@ MAX_NPROC = 1024  # ranks per node in a suite (capped again at the devices prese
 # added later gets a default here, so that records written before it existed keep matching.
 KEY_FIELDS = ("model", "batch_size", "image_size", "precision", "backend", "mode", "memory_format", "nproc_per_node", "scenario", "stochastic_depth")
 KEY_DEFAULTS: dict[str, Any] = {"nproc_per_node": 1, "scenario": None, "stochastic_depth": None}
-# A model's own image size, used when a suite sets none for it: name -> pixels, filled by the model
-# registry (rbench.run.models) when it is imported; a model not in it runs at DEFAULT_IMAGE_SIZE.
-DEFAULT_IMAGE_SIZE = 224
-DEFAULT_IMAGE_SIZES: dict[str, int] = {}
+# Models' own image sizes where a suite sets none, filled by rbench.run.models; the rest run at DEFAULT_IMAGE_SIZE.
+DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZES = 224, {}
 
 
 def record_key(record: Mapping[str, Any]) -> tuple:
