@@ -78,13 +78,16 @@ def run_table(records: list[dict[str, Any]], title: str = "") -> Table:
     return table
 
 
-def metric_cell(r: dict[str, Any]) -> str:
-    """An MLPerf scenario's (or max-batch search's) figure: `server 812 queries/s VALID (short run)`; `-` otherwise."""
+def metric_cell(r: dict[str, Any], markup: bool = True) -> str:
+    """An MLPerf scenario's (or max-batch search's) figure: `server 812 queries/s VALID (short run)`; `-` otherwise.
+    `markup=False`: plain text (the HTML report), no rich colours."""
     if not r.get("scenario"):
         return "-"
     value = r.get("metric_value")
     figure = f" {value:.4g} {safe(r.get('metric_unit') or '')}" if isinstance(value, (int, float)) else ""
     verdict = {True: " [green]VALID[/green]", False: " [red]INVALID[/red]"}.get(r.get("valid"), "")
+    if not markup:
+        verdict = {True: " VALID", False: " INVALID"}.get(r.get("valid"), "")
     return f"{safe(r['scenario'])}{figure}{verdict}{' (short run)' if r.get('mlperf_length') is False else ''}"
 
 

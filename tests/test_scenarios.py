@@ -209,3 +209,4 @@ def test_valid_to_invalid_is_a_regression_and_the_table_shows_the_metric():
     base["mlperf_length"] = False
     assert console.metric_cell(base) == "server 1000 x [green]VALID[/green] (short run)"
     assert console.metric_cell({"scenario": None}) == "-"
+    assert console.metric_cell(base, markup=False) == "server 1000 x VALID (short run)"  # the HTML report's cell

@@ -29,6 +29,7 @@ from rbench.analysis.report_figures import (
     side_by_side,
     write_pngs,
 )
+from rbench.console import metric_cell
 from rbench.spec import record_id
 
 __all__ = ["Figure", "Report", "ReportError", "RunInfo", "build", "case_rows", "fraction_of_peak", "load_runs",
@@ -54,7 +55,7 @@ def case_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
             lat = r.get("latency_ms") or {}
             frac = fraction_of_peak(run, r)
             rows.append({
-                "case": record_id(r), "run": run.label, "status": r.get("status", "?"),
+                "case": record_id(r), "run": run.label, "status": r.get("status", "?"), "metric": metric_cell(r, markup=False),
                 "img/s": fmt_value(r.get("throughput_ips"), ",.1f"), "p50 ms": fmt_value(lat.get("p50"), ".3g"),
                 "p90 ms": fmt_value(lat.get("p90"), ".3g"), "p99 ms": fmt_value(lat.get("p99"), ".3g"),
                 "peak MiB": fmt_value(mib(r), ",.0f"), "W": fmt_value(power_value(r, "avg_w"), ".0f"),
@@ -128,9 +129,9 @@ def to_html(report: Report, title: str = "rbench report") -> str:
     if report.skipped:
         parts += ["<h2>Not drawn</h2><ul>"] + [f"<li>{html.escape(s)}</li>" for s in report.skipped] + ["</ul>"]
     rows = case_rows(runs)
-    headers = ["case", "run", "status", "img/s", "p50 ms", "p90 ms", "p99 ms", "peak MiB", "W", "J/img", "TFLOP/s", "% peak"]
+    headers = ["case", "run", "status", "metric", "img/s", "p50 ms", "p90 ms", "p99 ms", "peak MiB", "W", "J/img", "TFLOP/s", "% peak"]
     parts += ["<h2>All cases</h2>", _table(headers, [[r[h] for h in headers] for r in rows],
-                                          numeric=set(headers[3:]),
+                                          numeric=set(headers[4:]),
                                           classes=["" if r["status"] in ("ok", "unsupported", "skipped") else "bad" for r in rows])]
     used = {run.peak.name: run.peak for run in runs if run.peak}
     parts.append("<h2>Vendor peaks used</h2>")

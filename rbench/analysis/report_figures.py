@@ -107,7 +107,8 @@ def _ok(run: RunInfo) -> list[dict[str, Any]]:
 
 
 def _series_key(r: dict[str, Any]) -> tuple[str, str]:
-    return str(r.get("precision")), str(r.get("backend"))
+    """One line per precision and backend, and per MLPerf scenario (LoadGen's figures are not closed loops)."""
+    return str(r.get("precision")), str(r.get("backend")) + (f" {r['scenario']}" if r.get("scenario") else "")
 
 
 def _style_maps(runs: list[RunInfo]) -> tuple[dict[str, str], dict[tuple[str, str], tuple[str, str]]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from rbench import results
 from rbench.names import one_line
+from rbench.run import scenarios_plan
 from rbench.spec import Case, Policy
 
 # Whole-network relative error allowed by the correctness gate, per precision. Error accumulates over
@@ -90,11 +91,11 @@ def execute(case: Case, policy: Policy, device: Any, monitor: Any) -> dict[str, 
 
 
 def _measure(case: Case, policy: Policy, device: Any, monitor: Any, info: dict[str, Any]) -> dict[str, Any]:
-    from rbench.run import backends, measure, models
+    from rbench.run import backends, measure, models, scenarios
 
     reason = device.unsupported_precision(case.precision)
     backend = backends.get(case)
-    reason = reason or backend.unsupported(case, device)
+    reason = reason or backend.unsupported(case, device) or scenarios.unsupported(case, device)
     if reason:
         return results.new_record(case, "unsupported", reason)
     monitor.case_start()  # who else is on the device before we build, compile and autotune
@@ -112,6 +113,8 @@ def _measure(case: Case, policy: Policy, device: Any, monitor: Any, info: dict[s
         # back, so that neither the peak nor the reserved figure carries them.
         gc.collect()
         device.release_memory()
+    if case.scenario:  # an MLPerf scenario through LoadGen, or a max-batch probe
+        return scenarios.measure(case, policy, device, monitor, module, workload, info)
     step = backends.make_step(module, workload, case, device)
     timing = measure.run(step, device, policy, window=TimedWindow(device, monitor))
     images = timing.iters * case.batch_size
@@ -173,7 +176,7 @@ def run_cases(cases: Iterable[Case], policy: Policy, executor: Any, writer: resu
     for i, case in enumerate(cases):
         on_start(i, case)
         if selected(case):
-            record = executor.run(case, policy)
+            record = scenarios_plan.run(case, policy, executor, writer)
         else:
             record = results.new_record(case, "skipped", "not selected by --filter")
         writer.append(record)
