@@ -1,11 +1,19 @@
-"""`rbench` end to end through its command line, as a user runs it."""
+"""`rbench` end to end through its command line, as a user runs it.
+
+Every command names `--device cpu` (or a suite with `device: cpu`): with `device: auto` a GPU host
+would run these on its GPU, and what they assert (tf32 unsupported, the CPU's identity) is the CPU's.
+"""
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
+
+import pytest
 
 from rbench import results
 
@@ -18,7 +26,7 @@ def rbench(*args, cwd=ROOT, timeout=600):
 
 
 def test_smoke_suite_end_to_end(tmp_path):
-    out = rbench("run", "suites/smoke.yaml", "--out", str(tmp_path))
+    out = rbench("run", "suites/smoke.yaml", "--device", "cpu", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
     files = list(tmp_path.glob("*.jsonl"))
     assert len(files) == 1
@@ -54,7 +62,7 @@ def test_missing_suite_file_exits_2(tmp_path):
 def test_interrupted_run_keeps_records_and_resume_measures_only_the_rest(tmp_path):
     suite = tmp_path / "four.yaml"
     suite.write_text(
-        "name: four\nmodels: [resnet18]\nbatch_sizes: [1, 2, 3, 4]\nimage_size: 32\nprecisions: [fp32]\n"
+        "name: four\ndevice: cpu\nmodels: [resnet18]\nbatch_sizes: [1, 2, 3, 4]\nimage_size: 32\nprecisions: [fp32]\n"
         "backends: [eager]\nmodes: [inference]\npolicy: {warmup_iters: 1, warmup_s: 0, min_iters: 3, min_s: 1.5}\n")
     proc = subprocess.Popen([sys.executable, "-m", "rbench.cli", "run", str(suite), "--out", str(tmp_path)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -85,10 +93,57 @@ def test_interrupted_run_keeps_records_and_resume_measures_only_the_rest(tmp_pat
 
 
 def test_list_and_env(tmp_path):
-    out = rbench("list")
+    out = rbench("list", "--device", "cpu")
     assert out.returncode == 0
     assert "resnet50" in out.stdout and "tf32" in out.stdout and "unsupported" in out.stdout
-    out = rbench("env")
+    out = rbench("env", "--device", "cpu")
     assert out.returncode == 0
     env = json.loads(out.stdout)
     assert env["device"]["kind"] == "cpu" and env["software"]["python"]
+
+
+SIMULATED_GPU_HOST = textwrap.dedent("""
+    from rbench.hw import detect, host
+
+    class SimulatedGpu(host.CpuDevice):
+        \"\"\"What `device: auto` finds on a GPU host (its work still runs on the CPU).\"\"\"
+
+        kind = "cuda"
+
+        @property
+        def name(self):
+            return "Simulated GPU"
+
+        def unsupported_precision(self, precision):
+            return None
+
+    available = detect._available
+    detect._available = lambda kind: kind == "cuda" or available(kind)
+    detect.DEVICES["cuda"] = SimulatedGpu
+    detect.MONITORS["cuda"] = detect.MONITORS["cpu"]
+""")
+
+
+@pytest.fixture
+def gpu_host(tmp_path, monkeypatch):
+    """Every rbench process of the test (the CLI and its worker) sees a CUDA GPU, as on a GPU host."""
+    hook = tmp_path / "gpu_host"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SIMULATED_GPU_HOST)
+    monkeypatch.setenv("PYTHONPATH", f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+
+
+def test_these_tests_hold_on_a_gpu_host(tmp_path, gpu_host):
+    """On a GPU host `device: auto` is the GPU, so a test that asserts the CPU's figures must say
+    `--device cpu` (issue 18, item 7); the smoke suite's first case shows the run does."""
+    env = json.loads(rbench("env").stdout)
+    assert env["device"]["kind"] == "cuda"  # the simulation works: without --device, the GPU
+    out = rbench("run", "suites/smoke.yaml", "--device", "cpu", "--out", str(tmp_path),
+                 "--filter", "resnet18/bs1/64px/fp32/eager/inference")
+    assert out.returncode == 0, out.stderr
+    run = results.read_run(next(tmp_path.glob("*.jsonl")))
+    assert run.env["device"]["kind"] == "cpu"
+    assert {r["status"] for r in run.records} == {"ok", "skipped"}
+    assert [r["status"] for r in run.records if r["precision"] == "fp32"].count("ok") == 1
+    assert json.loads(rbench("env", "--device", "cpu").stdout)["device"]["kind"] == "cpu"
+    assert "unsupported: tf32" in rbench("list", "--device", "cpu").stdout.replace("\n", " ")

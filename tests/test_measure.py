@@ -117,10 +117,11 @@ def test_compilation_in_the_first_iteration_never_counts_toward_the_estimate():
 
 @pytest.mark.parametrize("times_s, settled_at", [
     ([40.0, 20.0, 0.1], 4),  # forward compiled, then backward recompiled: two slow iterations
-    ([5.0, 5.0, 1.0], 4),  # CUDA graphs: eager-ish, recorded, then replayed
+    ([5.0, 5.0, 1.0], 4),  # CUDA graphs: eager-ish, recorded, then replayed (warmup_iters must pass the two)
+    ([0.2, 0.1], 3),  # eager: a first iteration twice as slow (lazy initialisation) never enters the estimate
 ])
 def test_warm_up_goes_on_until_the_iteration_time_settles(times_s, settled_at):
-    timing = run_with_times(times_s, Policy(warmup_iters=2, warmup_s=0.0, min_iters=5, min_s=0.0, max_s=30.0))
+    timing = run_with_times(times_s, Policy(warmup_iters=3, warmup_s=0.0, min_iters=5, min_s=0.0, max_s=30.0))
     assert timing.warmup_iters == settled_at
     assert timing.samples_ms == pytest.approx([times_s[-1] * 1e3] * 5)
 
@@ -129,6 +130,7 @@ def test_a_case_that_cannot_fit_is_over_budget_after_a_short_warm_up():
     with pytest.raises(measure.OverBudget, match="min_iters=20 x 10 s/iter"):
         run_with_times([15.0, 10.0], FLAGSHIP)
     assert measure.warmed_up([15.0, 10.0, 10.0], 35.0, FLAGSHIP)  # settled and hopeless: no 10 warm-ups
+    assert not measure.warmed_up([60.0, 0.1], 60.1, FLAGSHIP)  # past max_s, but the 60 s were compilation
 
 
 def test_warm_up_that_never_settles_is_bounded():

@@ -64,8 +64,8 @@ def plan_iterations(iter_s: float, policy: Policy) -> int:
     return min(wanted, max(policy.min_iters, int(policy.max_s / max(iter_s, 1e-9))))
 
 
-# Warm-up has settled when the last two iterations (never the first, which always carries lazy
-# initialisation, compilation or autotuning) agree within this ratio.
+# Warm-up has settled when its last two iterations agree within this ratio: a first iteration that
+# compiled or autotuned cannot agree with the next, and two that agree carry no compilation.
 SETTLED_RATIO = 1.5
 # A warm-up iteration slower than this many times the median of the latest ones is compilation,
 # autotuning or a recompilation: it is left out of the estimate and of the warm-up's budget.
@@ -84,8 +84,8 @@ def _steady(warm_times: Sequence[float]) -> list[float]:
 
 
 def _settled(warm_times: Sequence[float]) -> bool:
-    """The last two iterations after the first agree: no compilation or autotuning is left in them."""
-    if len(warm_times) < 3:
+    """The last two iterations agree: no compilation or autotuning is left in them."""
+    if len(warm_times) < 2:
         return False
     a, b = warm_times[-2:]
     return max(a, b) <= SETTLED_RATIO * max(min(a, b), 1e-12)
