@@ -25,8 +25,10 @@ def jobs(target: str, job_type: Any) -> list:
     from . import qconv
 
     configs = qconv.CONFIGS[target]
-    out = [job_type(KERNEL, v, target, dt, cfg) for cfg in configs for v in ("3x3", "1x1") for dt in DTYPES]
-    return out + [job_type(KERNEL, "1x1/2", target, dt, configs[0]) for dt in DTYPES]
+    # sm_80 has no fp8 MMA (Triton refuses fp8 tl.dot there); fp8 needs sm_89 / sm_90 (triton_quant says so)
+    dtypes = ("int8",) if target == "sm80" else tuple(DTYPES)
+    out = [job_type(KERNEL, v, target, dt, cfg) for cfg in configs for v in ("3x3", "1x1") for dt in dtypes]
+    return out + [job_type(KERNEL, "1x1/2", target, dt, configs[0]) for dt in dtypes]
 
 
 def arguments(job: Any) -> tuple[Any, dict[str, Any]]:
