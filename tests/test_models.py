@@ -88,8 +88,8 @@ def test_every_resnet_is_finite_and_near_fp32_in_fp16_and_bf16(name, one_thread)
     """Random-weight ResNets in eval mode with fresh BatchNorm statistics overflow fp16 (resnet152) or come
     near it; calibrated, every family member's fp16 and bf16 output is finite and within half the gate's
     tolerance of fp32, so a correct backend passes the gate (issue 18, item 4)."""
-    torch.manual_seed(models.SEED)  # as `build` and `reference_model` make it (they are tested below)
-    model = models.calibrate_batchnorm(models._construct(name), name, 32).eval()
+    case = Case(name, 2, 32, "fp32", "eager", "inference", "channels_last", "cpu")
+    model = models.reference_model(case, torch.device("cpu")).eval()  # the gate's truth, built like the case's
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     peak = _last_stage_peak(model)
     errors = {}
