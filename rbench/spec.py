@@ -18,7 +18,7 @@ import yaml
 
 from rbench import scenario_spec, suite_yaml
 
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "amp_fp16", "amp_bf16")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "amp_fp16", "amp_bf16", "int8", "fp8")
 BACKENDS = ("eager", "compile", "triton")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MEMORY_FORMATS = ("channels_last", "nchw")
@@ -26,12 +26,12 @@ MODES = ("inference", "training")
 DEVICES = ("auto", "cuda", "rocm", "xpu", "mps", "cpu")
 # Keys of the per-device `overrides:` block: device kinds as `devices.detect()` names them.
 DEVICE_KINDS = ("cuda", "rocm", "xpu", "mps", "cpu")
+MAX_NPROC = 1024  # ranks per node in a suite (capped again at the devices present when a run starts)
 # Sane bounds: a suite beyond them is a typo (or hostile), and would fail much later and less clearly.
 MAX_BATCH_SIZE = 2**20
 MAX_IMAGE_SIZE = 8192
 MAX_ITERS = 10**8
 MAX_SECONDS = 7 * 24 * 3600.0
-MAX_NPROC = 1024  # ranks per node in a suite (capped again at the devices present when a run starts)
 
 
 # What identifies a case across runs (what `rbench compare` matches on), and its id for people. A field
@@ -427,7 +427,6 @@ def parse(text: str, source: str = "<suite>", models: Collection[str] | None = N
                                f"selects no case{f' on {kind}' if kind else ''}: `exclude` removes every combination",
                                "an exclude that leaves at least one case")
     return suite
-
 
 
 def load(path: str | Path, models: Collection[str] | None = None) -> Suite:

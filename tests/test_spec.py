@@ -32,7 +32,7 @@ def test_good_suite_expands_to_the_cross_product(tmp_path):
     cases = suite.cases("cuda")
     assert len(cases) == 1 * 2 * 2 * 2 * 2
     assert {c.backend for c in cases} == {"eager", "compile:max-autotune"}
-    assert cases[0].key() == ("resnet18", 1, 64, "fp32", "eager", "inference", "channels_last", 1, None)
+    assert cases[0].key() == ("resnet18", 1, 64, "fp32", "eager", "inference", "channels_last", 1, None, None)
     assert suite.policy.warmup_iters == 1 and suite.policy.min_iters == 3 and suite.policy.max_s == 30.0
 
 
@@ -66,7 +66,7 @@ def test_suite_round_trips_through_a_run_file(tmp_path):
     (GOOD + "colour: blue\n", ":11: field 'colour': unknown key; allowed: "),
     (GOOD.replace("image_size: 64", "image_size: big"), ":4: field 'image_size': expected an integer, got a string 'big'"),
     (GOOD.replace("[resnet18]", "[resnet18, resnet9000]"), ":2: field 'models[1]': unknown model 'resnet9000'; allowed: resnet18, resnet50"),
-    (GOOD.replace("[fp32, fp16]", "[fp32, fp8]"), ":5: field 'precisions[1]': unknown precision 'fp8'; allowed: fp32, tf32, fp16, bf16, amp_fp16, amp_bf16"),
+    (GOOD.replace("[fp32, fp16]", "[fp32, fp4]"), ":5: field 'precisions[1]': unknown precision 'fp4'; allowed: fp32, tf32, fp16, bf16, amp_fp16, amp_bf16, int8, fp8"),
     (GOOD.replace("compile:max-autotune", "tensorrt"), ":6: field 'backends[1]': unknown backend 'tensorrt'; allowed: eager, compile, triton, compile:default"),
     (GOOD.replace("compile:max-autotune", "compile:fast"), "field 'backends[1]': unknown backend 'compile:fast'"),
     (GOOD.replace("[1, 8]", "[]"), ":3: field 'batch_sizes': empty list"),
