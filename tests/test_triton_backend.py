@@ -12,6 +12,7 @@ Three kinds of test, cheapest first:
 """
 
 import gc
+import sys
 import types
 import weakref
 from pathlib import Path
@@ -149,6 +150,15 @@ def test_a_gpu_family_without_configs_is_unsupported_with_the_reason():
     reason = backends.REGISTRY["triton"].unsupported(case(precision="fp16"), type("Xpu", (intel.XpuDevice,), {
         "name": "Intel Data Center GPU Max 1550"})())
     assert "no Triton configs for xpu (Intel Data Center GPU Max 1550)" in reason
+
+
+def test_without_the_kernel_library_triton_cases_are_unsupported_with_the_reason(monkeypatch):
+    from rbench.hw import base, nvidia
+
+    monkeypatch.setitem(sys.modules, "rbench_kernels._common", None)  # importing it raises ImportError
+    monkeypatch.setattr(base, "cuda_properties", lambda index: types.SimpleNamespace(major=9, minor=0))
+    reason = backends.REGISTRY["triton"].unsupported(case(precision="fp16"), nvidia.CudaDevice(0))
+    assert reason.startswith("rbench_kernels cannot be imported here")
 
 
 def test_convert_refuses_a_model_in_training_mode():

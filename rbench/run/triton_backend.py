@@ -68,8 +68,10 @@ FAMILY_OF = {"cuda": _nvidia_family, "rocm": _amd_family}
 
 def unsupported_target(device: Any) -> str | None:
     """None when rbench_kernels ships Triton configs for `device`'s GPU, else why the backend cannot run there."""
-    from rbench_kernels._common import FAMILIES  # at call time: see `_kernels`
-
+    try:
+        from rbench_kernels._common import FAMILIES  # at call time: see `_kernels`
+    except ImportError as e:  # no triton on this machine, say
+        return f"rbench_kernels cannot be imported here: {e}"
     resolve = FAMILY_OF.get(device.kind)
     target = device.gpu_target()
     family, reason = resolve(target, device.name) if resolve else (device.kind, None)
