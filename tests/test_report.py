@@ -221,7 +221,8 @@ def test_headline_of_a_cpu_uses_its_largest_batch_and_says_no_gpu(tmp_path):
 
 
 def test_page_with_a_gpu_leads_with_its_headline(tmp_path):
-    flagship_run(tmp_path / "h200.jsonl", "NVIDIA H200", "cuda", 10.0)
+    h200 = flagship_run(tmp_path / "h200.jsonl", "NVIDIA H200", "cuda", 10.0)
+    h200.write_text(h200.read_text().replace('"warnings": []', '"warnings": ["another process used the GPU"]', 1))
     flagship_run(tmp_path / "cpu.jsonl", "AMD EPYC 7763", "cpu", 0.1, precision="fp32")
     kernel_json(tmp_path / "kernels.json", "NVIDIA H200", 0.93, 1.21)
     out = tmp_path / "page.html"
@@ -230,6 +231,7 @@ def test_page_with_a_gpu_leads_with_its_headline(tmp_path):
     head = page[page.index("Headline"):page.index("<h2>Runs</h2>")]
     assert "No GPU results yet" not in page and "NVIDIA H200 (cuda): ResNet-50 fp16, 224 px" in head
     assert "AMD EPYC" not in head and "2,560.0" in head and "0.93x geomean" in head
+    assert "another process used the GPU" in page[page.index("<h2>All cases</h2>"):]  # a case's warnings are shown
 
 
 def test_pngs_keep_their_legends_inside(three_devices, tmp_path):

@@ -44,6 +44,7 @@ table{border-collapse:collapse;font-size:.85em;margin:.5em 0;max-width:100%} th,
 th{background:#f4f4f4;text-align:left} td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.bad td{background:#fdeaea} img{max-width:100%;height:auto;border:1px solid #eee} .cap{color:#555;font-size:.9em}
 .notice{background:#fff6d6;border:1px solid #e8d17a;padding:.6em 1em} code{background:#f4f4f4;padding:0 3px}
+@media (max-width:1000px){table{font-size:.72em} th,td{padding:2px 3px}}
 """
 
 
@@ -61,12 +62,13 @@ def case_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
                 "peak MiB": fmt_value(mib(r), ",.0f"), "W": fmt_value(power_value(r, "avg_w"), ".0f"),
                 "J/img": fmt_value(power_value(r, "j_per_image"), ".3g"), "TFLOP/s": fmt_value(r.get("tflops"), ".3g"),
                 "% peak": fmt_value(None if frac is None else 100 * frac, ".1f"),
+                "warnings": "; ".join(map(str, r.get("warnings") or [])),
                 "_sort": (record_id(r), run.label)})
     rows.sort(key=lambda x: x["_sort"])
     return rows
 
 
-LONG_COLUMNS = frozenset({"case", "file", "machine and software", "label", "run", "source", "note"})
+LONG_COLUMNS = frozenset({"case", "file", "machine and software", "label", "run", "source", "note", "warnings", "metric"})
 
 
 def _table(headers: list[str], rows: list[list[str]], numeric: set[str] = frozenset(), classes: list[str] | None = None) -> str:
@@ -129,9 +131,10 @@ def to_html(report: Report, title: str = "rbench report") -> str:
     if report.skipped:
         parts += ["<h2>Not drawn</h2><ul>"] + [f"<li>{html.escape(s)}</li>" for s in report.skipped] + ["</ul>"]
     rows = case_rows(runs)
-    headers = ["case", "run", "status", "metric", "img/s", "p50 ms", "p90 ms", "p99 ms", "peak MiB", "W", "J/img", "TFLOP/s", "% peak"]
+    headers = ["case", "run", "status", "metric", "img/s", "p50 ms", "p90 ms", "p99 ms", "peak MiB", "W", "J/img", "TFLOP/s",
+               "% peak", "warnings"]
     parts += ["<h2>All cases</h2>", _table(headers, [[r[h] for h in headers] for r in rows],
-                                          numeric=set(headers[4:]),
+                                          numeric=set(headers[4:-1]),
                                           classes=["" if r["status"] in ("ok", "unsupported", "skipped") else "bad" for r in rows])]
     used = {run.peak.name: run.peak for run in runs if run.peak}
     parts.append("<h2>Vendor peaks used</h2>")
