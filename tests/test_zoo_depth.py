@@ -108,3 +108,14 @@ def test_the_suite_field_reaches_training_cases_and_the_built_model():
     assert not any(isinstance(m, depth.Skippable) for m in models.build(cases[0], torch.device("cpu")).model.modules())
     with pytest.raises(spec.SpecError, match=r"sd.yaml:7: field 'stochastic_depth'.*\(0, 1\]"):
         spec.parse(text.replace("0.5", "1.5"), "sd.yaml", models.names())
+
+
+def test_under_torch_compile_every_step_draws_afresh():
+    """The draw is never traced (a graph break with a guard on its outcome): compiled, blocks still drop."""
+    torch.manual_seed(0)
+    model = zoo.stochastic_depth(zoo.build("cifar_resnet20"), 0.5).train()
+    compiled = torch.compile(model, backend="eager")  # dynamo's tracing and guards, without inductor's compile time
+    for _ in range(8):
+        compiled(torch.randn(2, 3, 8, 8)).sum().backward()
+    dropped = [m.dropped for m in model.modules() if isinstance(m, depth.Skippable)]
+    assert 0 < sum(dropped) < 8 * len(dropped) and dropped[-1] > 0

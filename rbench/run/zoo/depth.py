@@ -7,7 +7,8 @@ down to `survival_last` at the last block. In training, a block whose draw fails
 branch at all (forward and backward): the step runs only its shortcut (then the ReLU of a
 post-activation block), which is where stochastic depth's shorter training time comes from. A
 block that survives scales its branch by 1 / p_l, so the expected output matches the network
-without stochastic depth and inference (eval mode) is exactly the unwrapped network.
+without stochastic depth and inference (eval mode) is exactly the unwrapped network. Under
+torch.compile each block's draw is a graph break (the draw must not be traced into a constant).
 
 Why not `torchvision.ops.StochasticDepth`: it computes the branch and then multiplies it by a
 Bernoulli mask, so a dropped block costs as much as a kept one and a benchmark of it would
@@ -80,12 +81,19 @@ class Skippable(nn.Module):
         self.block, self.survival, self.split, self.rng = block, survival, split, rng
         self.dropped = 0  # mini-batches in which this block's branch was skipped (for tests and curiosity)
 
+    @torch.compiler.disable
+    def survives(self) -> bool:
+        """This mini-batch's draw. Never traced: torch.compile would bake one draw into the graph; this
+        way it breaks the graph here and guards on the outcome, so every step draws afresh."""
+        kept = self.rng.random() < self.survival
+        self.dropped += not kept
+        return kept
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return self.block(x)
         inp, shortcut = self.split.enter(self.block, x)
-        if self.rng.random() >= self.survival:
-            self.dropped += 1
+        if not self.survives():
             return self.split.finish(self.block, shortcut)
         return self.split.finish(self.block, self.split.branch(self.block, inp) / self.survival + shortcut)
 
