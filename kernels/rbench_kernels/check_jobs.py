@@ -83,7 +83,7 @@ def jobs_for(targets: list[str], kernels: list[str], dtypes: tuple[str, ...] = D
             for i, cfg in enumerate(conv.CONFIGS[t][ConfigKind.GATHER]):
                 jobs += [Job("conv", v, t, dt, cfg) for v in ("stem7x7", "grouped") for dt in ("fp16", "tf32")]
                 jobs += [Job("conv", "grouped", t, "bf16", cfg), Job("conv", "stem7x7", t, "fp32", cfg),
-                         Job("conv", "stem7x7c4", t, "fp16", cfg)]
+                         Job("conv", "grouped", t, "fp32", cfg), Job("conv", "stem7x7c4", t, "fp16", cfg)]
                 if i == 0:
                     jobs += [Job("conv", v, t, "fp16", cfg, split=True) for v in ("stem7x7", "stem7x7c4", "grouped")]
         if "conv1x1" in kernels:

@@ -150,14 +150,16 @@ def conv_bn_act_kernel(
 # tf32), GATHER for the stem's flattened taps and grouped convolutions in any dtype.
 # Every entry is cross-compiled by `python -m rbench_kernels.check` under Triton 3.8 and 3.6, which
 # fails on register spills: on sm_80, 128x64x32 w8 s3 spills 24 bytes in tf32 (split-K and grouped
-# builds) and 64x64x32 w4 s2 in fp32, so sm_80's fp32 and gather tiles take 16-deep K blocks.
+# builds) and 64x64x32 w4 s2 in fp32, so sm_80's fp32 and gather tiles take 16-deep K blocks; on
+# sm_90 the gathers' 128x64x32 w8 s3 spills 32 bytes in grouped fp32 and 128x64x16 w8 s3 in the
+# fp32 stem under Triton 3.6, so sm_90 gathers in 64-row tiles.
 # Hopper runs 64-row warpgroup MMAs (wgmma); AMD's stream pipeliner wants num_stages=2.
 CONFIGS: ConfigRows = {
     "sm90": {
         ConfigKind.HALF: [(128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4)],
         ConfigKind.SMALL: [(64, 64, 64, 4, 4), (64, 32, 64, 4, 4), (32, 64, 32, 4, 4)],
         ConfigKind.FP32: [(128, 64, 32, 8, 3), (64, 64, 32, 4, 3)],
-        ConfigKind.GATHER: [(128, 64, 32, 8, 3), (64, 64, 32, 4, 3)],
+        ConfigKind.GATHER: [(64, 64, 16, 4, 3), (64, 32, 32, 4, 3)],
     },
     "sm80": {
         ConfigKind.HALF: [(128, 128, 64, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 4, 4)],
