@@ -32,7 +32,9 @@ if [ "$DRY" = 1 ]; then RUNS=${RUNS:-$ROOT/runs/gpu-dry}; else RUNS=${RUNS:-$ROO
 SESSION_S=${SESSION_S:-540}
 STAGE_S=${STAGE_S:-$SESSION_S}
 MIN_STAGE_S=${MIN_STAGE_S:-40}  # no stage is started with less time than this left
-PACK_S=30                       # kept back for the report, the archive and the summary
+PACK_S=60                       # kept back for a stage's kill grace, the report, the archive and the summary
+# The report and the summary are bounded so that the call ends in time; a dry run has no call limit.
+if [ "$DRY" = 1 ]; then REPORT_S=300 SUMMARY_S=120; else REPORT_S=45 SUMMARY_S=30; fi
 MAX_BYTES=$((16 * 1024 * 1024)) # the most one returned file may hold
 PY=${PYTHON:-$(command -v python3 || command -v python)}
 ARCHIVE=$OUT/gpu-results.tar.gz
@@ -212,7 +214,7 @@ summary() {
     printf '  %-10s %s\n' "$s" "$st"
     case $st in done*|failed*|absent*) ;; *) todo+=("$s") ;; esac
   done
-  timeout 60 "$PY" -m rbench.cli results summary "$RUNS" 2>&1 | head -n 30
+  timeout "$SUMMARY_S" "$PY" -m rbench.cli results summary "$RUNS" 2>&1 | head -n 30
   if [ ${#todo[@]} -gt 0 ]; then
     echo "left: ${todo[*]}: run this script again (on a fresh machine, carry this archive as runs/gpu-results.tar.gz)"
   else
@@ -226,7 +228,7 @@ finish() {
   local s
   for s in "${ALL[@]}"; do [ "$(state "$s")" = running ] && set_state "$s" "stopped (call ended)"; done
   if ls "$RUNS"/*/*.jsonl >/dev/null 2>&1; then
-    timeout 90 "$PY" -m rbench.cli report "$RUNS" --html "$RUNS/report.html" --title "rbench GPU session" \
+    timeout "$REPORT_S" "$PY" -m rbench.cli report "$RUNS" --html "$RUNS/report.html" --title "rbench GPU session" \
       >"$RUNS/logs/report.log" 2>&1 || echo "report not written (see logs/report.log)"
   fi
   summary | tee "$RUNS/summary.txt"
@@ -254,7 +256,16 @@ trap interrupted INT TERM
   elif command -v rocm-smi >/dev/null; then rocm-smi; [ "$CALL" = 1 ] && rocm-smi --showallinfo
   else echo "no nvidia-smi or rocm-smi on this machine"; fi
 } >>"$RUNS/smi.txt" 2>&1
-[ -s "$RUNS/env.json" ] || "$PY" -m rbench.cli env >"$RUNS/env.json" 2>"$RUNS/logs/env.log"
+# This machine's identity every call; a session continues only on the device it started on.
+"$PY" -m rbench.cli env >"$RUNS/logs/env-call$CALL.json" 2>>"$RUNS/logs/env.log"
+[ -s "$RUNS/env.json" ] || cp "$RUNS/logs/env-call$CALL.json" "$RUNS/env.json"
+device_of() { "$PY" -c 'import json, sys; print((json.load(open(sys.argv[1])).get("device") or {}).get("name"))' "$1" 2>/dev/null; }
+was=$(device_of "$RUNS/env.json")
+now=$(device_of "$RUNS/logs/env-call$CALL.json")
+if [ "$was" != "$now" ]; then
+  echo "ERROR: this session ($RUNS) was measured on '$was', this machine is '$now': start a new one (RUNS=another/dir, or remove $RUNS)"
+  exit 2
+fi
 if [ "$DRY" != 1 ] && grep -q '"kind": "cpu"' "$RUNS/env.json" && ! grep -q '"kind": "\(cuda\|rocm\|xpu\)"' "$RUNS/env.json"; then
   echo "WARNING: rbench sees no GPU here; the suites run their CPU profiles (GPU_SESSION_DRY=1 is the quick dry run)"
 fi

@@ -177,6 +177,17 @@ def test_an_interrupted_call_still_writes_the_archive(dry, tmp_path):
     assert "interrupted" in text and "archive:" in text
 
 
+@needs_tools
+def test_a_session_continues_only_on_the_device_it_started_on(dry, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "state").mkdir(parents=True)
+    (runs / "session").write_text("an earlier session\n")
+    (runs / "env.json").write_text(json.dumps({"device": {"kind": "cuda", "name": "NVIDIA H200"}}))
+    proc = run_script(dry["checkout"], script_env(tmp_path / "out", runs), "tests")
+    assert proc.returncode == 2 and "was measured on 'NVIDIA H200'" in proc.stdout, proc.stdout[-2000:]
+    assert not (runs / "state" / "tests").exists()  # nothing was measured into it
+
+
 def test_results_import_files_an_archive_by_device_day_and_commit(dry, tmp_path, capsys):
     if not dry["archive"].exists():
         pytest.skip("the dry run did not run here (see test_dry_run_from_a_fresh_checkout_...)")
