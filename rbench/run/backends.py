@@ -23,7 +23,9 @@ class Backend:
     name = "eager"
 
     def unsupported(self, case: Case, device: Any) -> str | None:
-        return None
+        from rbench.run import triton_quant
+
+        return triton_quant.torch_unsupported(case)
 
     def prepare(self, model: torch.nn.Module, case: Case, device: Any) -> torch.nn.Module:
         return model
@@ -35,6 +37,9 @@ class CompileBackend(Backend):
     name = "compile"
 
     def unsupported(self, case: Case, device: Any) -> str | None:
+        reason = super().unsupported(case, device)  # no int8 / fp8 convolution in PyTorch
+        if reason:
+            return reason
         if device.kind == "mps" and case.mode == "training":
             return "torch.compile training on MPS is not supported by PyTorch's inductor"
         return None
@@ -50,11 +55,12 @@ class TritonBackend(Backend):
     name = "triton"
 
     def unsupported(self, case: Case, device: Any) -> str | None:
-        from rbench.run import triton_backend, triton_zoo
+        from rbench.run import triton_backend, triton_quant, triton_zoo
 
         if case.mode != "inference":
             return "inference only: the triton backend has no backward kernels"
-        if case.precision not in triton_backend.PRECISIONS:
+        quantized = case.precision in triton_quant.PRECISIONS
+        if not quantized and case.precision not in triton_backend.PRECISIONS:
             return f"precision {case.precision} not supported by rbench_kernels (supported: {', '.join(triton_backend.PRECISIONS)})"
         if device.kind in ("cpu", "mps") and os.environ.get("TRITON_INTERPRET") != "1":
             return (f"Triton kernels need a CUDA/ROCm/XPU GPU; on {device.kind} they run only under "
@@ -63,11 +69,13 @@ class TritonBackend(Backend):
             reason = triton_backend.unsupported_target(device)  # the GPU's own target, not assumed
             if reason:
                 return reason
-        return triton_zoo.unsupported_model(case.model)
+        return triton_quant.unsupported(case, device) if quantized else triton_zoo.unsupported_model(case.model)
 
     def prepare(self, model: torch.nn.Module, case: Case, device: Any) -> torch.nn.Module:
-        from rbench.run import triton_zoo
+        from rbench.run import triton_quant, triton_zoo
 
+        if case.precision in triton_quant.PRECISIONS:  # calibrated and quantized by rbench (int8, fp8)
+            return triton_quant.convert(model, case.precision, case.image_size)
         return triton_zoo.convert(model, allow_tf32=case.precision == "tf32")
 
 

@@ -36,6 +36,8 @@ ALIGN_BYTES = 256
 DTYPES = {
     "fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
     "amp_fp16": torch.float32, "amp_bf16": torch.float32,
+    # quantized by the backend (rbench.run.triton_quant) from an fp16 model: stem, classifier, inputs fp16
+    "int8": torch.float16, "fp8": torch.float16,
 }
 AUTOCAST = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}
 # Suites expand a model that they give no image size at its own (rbench.spec.DEFAULT_IMAGE_SIZES).
