@@ -1,7 +1,6 @@
 """Kernel benchmark: rbench_kernels against PyTorch/cuDNN on every ResNet-50 layer shape (needs a GPU).
 
-For each distinct convolution of torchvision's ResNet-50 at 224x224, each batch size and dtype, it
-times
+For each distinct convolution of torchvision's ResNet-50 at 224x224, each batch size and dtype, it times
   ours        the fused kernel (conv1x1_bn_act for 1x1 layers, conv_bn_act otherwise), with the
               layer's real epilogue (BN, + residual for a block's last conv, ReLU unless downsample)
   unfused     what eager PyTorch runs: cuDNN conv -> F.batch_norm (eval) -> [+= residual] -> relu_
