@@ -92,6 +92,60 @@ def test_conv1x1_pointer_path_for_stride_2(monkeypatch) -> None:
     assert calls == 0
 
 
+def _transposed_weight(inp):
+    """The (K, C) weight stored transposed: stride (1, K), a view TMA cannot read."""
+    w = inp["weight"].reshape(inp["weight"].shape[:2])
+    return w.t().contiguous().t()
+
+
+def _misaligned_x(inp):
+    """x shifted by one element in its storage: a base address that is not 16-byte aligned."""
+    x = inp["x"]
+    buf = torch.empty(x.numel() + 1, dtype=x.dtype, device=x.device)
+    view = buf[1:].view(x.shape[0], x.shape[2], x.shape[3], x.shape[1]).permute(0, 3, 1, 2)
+    return view.copy_(x)
+
+
+FALLBACKS = [
+    # (case, dtype, C, K, change of the inputs, words of the reason)
+    ("C=36", "fp16", 36, 48, None, "x, weight break TMA's 16-byte rules"),
+    ("K=44", "bf16", 32, 44, None, "y break TMA's 16-byte rules"),
+    ("transposed-weight", "fp16", 32, 48, ("weight", _transposed_weight), "weight break"),
+    ("misaligned-x", "fp16", 32, 48, ("x", _misaligned_x), "x break"),
+    ("ieee-fp32", "fp32", 32, 48, None, "IEEE fp32"),
+]
+
+
+@pytest.mark.parametrize("case, dtype, c, k, change, reason", FALLBACKS, ids=[f[0] for f in FALLBACKS])
+def test_conv1x1_falls_back_to_pointers(monkeypatch, case, dtype, c, k, change, reason) -> None:
+    """Operands that break TMA's rules take the pointer kernel, by the explicit check, with its reason."""
+    inp, make_res = _inputs(2, c, 5, 3, k, 1, dtype=dtype)
+    if change:
+        inp[change[0]] = change[1](inp)
+    x2 = inp["x"].contiguous(memory_format=torch.channels_last) if case != "misaligned-x" else inp["x"]
+    w2 = inp["weight"].reshape(k, c)
+    ep = rk.conv.epilogue_operands(x2, w2, inp["scale"], inp["shift"], None, None, (2, k, 5, 3))
+    route, why = conv1x1.path(x2, w2, 1, ep, "ieee")
+    assert route == "pointer" and reason in why, why
+    spy = Spy(monkeypatch, conv1x1_tma, "launch")
+    out = poisoned((2, k, 5, 3), TORCH_DTYPE[dtype])
+    rk.conv1x1_bn_act(**inp, out=out)
+    ref = reference.conv1x1_bn_act(inp["x"].double(), inp["weight"].double(), inp["scale"], inp["shift"])
+    assert_close(out, ref, RTOL[dtype], case)
+    assert spy.calls == 0
+
+
+def test_no_tma_target_takes_the_pointer_paths(monkeypatch) -> None:
+    """On a target without TMA (sm_80, gfx942) neither descriptor kernel is picked."""
+    from rbench_kernels._device import Target
+
+    sm80 = Target("sm80", "sm80", 4, False)
+    monkeypatch.setattr(conv1x1, "target", lambda d: sm80)
+    monkeypatch.setattr(conv, "target", lambda d: sm80)
+    assert _run_conv(monkeypatch, (conv1x1_tma, "launch"), n=2, c=64, h=4, w=4, k=64, r=1) == 0
+    assert _run_conv(monkeypatch, (conv_tma, "launch"), n=2, c=64, h=8, w=8, k=64, r=3, padding=1) == 0
+
+
 TAPS = [
     # (n, c, h, w, k, padding, dilation): 8x8 fits 64-pixel boxes, 7x7 wastes 23 % of them
     pytest.param(2, 64, 8, 8, 136, 1, 1, "fp16", id="fp16-8x8"),
