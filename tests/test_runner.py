@@ -189,9 +189,9 @@ def test_peak_memory_is_the_timed_loops_not_the_gates_or_the_autotuners(monkeypa
     executor, ledger = ledger_executor(monkeypatch)
     gate = runner.gate
 
-    def gate_with_reference(module, workload, case, device):
+    def gate_with_reference(module, workload, case, device, info=None):
         ledger.allocate(2 ** 30)
-        return gate(module, workload, case, device)
+        return gate(module, workload, case, device, info)
 
     make_step = backends.make_step
 
