@@ -24,7 +24,7 @@ ROCM_FAMILY = {"gfx940": "gfx942", "gfx941": "gfx942", "gfx942": "gfx942"}
 # Under the interpreter: programs that stand in for a GPU's multiprocessors.  Small enough that
 # the tests' tiny shapes exercise both the split-K launches and the persistent loops' several
 # tiles per program.
-INTERPRETER_SMS = 4
+INTERPRETER_SMS = 2
 
 
 class UnsupportedTarget(ValueError):
@@ -104,6 +104,17 @@ def unsupported_reason(device: torch.device | str) -> str | None:
     Under TRITON_INTERPRET=1 every device is served by the interpreter."""
     tgt = target(torch.device(device))
     return None if tgt.family is not None or tgt.arch == "interpreter" else tgt.reason
+
+
+def tma_refusal(tgt: Target, dtype: torch.dtype, precision: str) -> str:
+    """Why the tensor-descriptor kernels cannot take a launch on `tgt` in `dtype` ('' when they can).
+
+    IEEE fp32 (DOT_PRECISION "ieee") runs on the FMA units, where their tiles spill (the check)."""
+    if not tgt.tma:
+        return f"{tgt.arch} has no TMA (tensor descriptors need CUDA sm_90 or newer)"
+    if dtype == torch.float32 and precision == "ieee":
+        return "IEEE fp32 runs on the FMA units, where the descriptor kernels' tiles spill"
+    return ""
 
 
 def gpu_family(device: torch.device) -> str:

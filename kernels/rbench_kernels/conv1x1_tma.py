@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._device import Target, ensure_allocator
+from ._device import Target, ensure_allocator, tma_refusal
 from ._gemm import ConfigKind, ConfigRows, Epilogue, bn_act, dot_acc, grouped_tile, split_range, store_partial
 from ._launch import GemmLauncher, Problem
 
@@ -123,10 +123,9 @@ def tma_unsupported(x: torch.Tensor, w2: torch.Tensor, stride: int, ep: Epilogue
 
     x is the (N, C, H, W) input after its channels_last conversion, w2 the (K, C) weight, precision
     the launch's DOT_PRECISION."""
-    if not tgt.tma:
-        return f"{tgt.arch} has no TMA (tensor descriptors need CUDA sm_90 or newer)"
-    if x.dtype == torch.float32 and precision == "ieee":
-        return "IEEE fp32 runs on the FMA units, where these tiles spill: the pointer kernel"
+    refusal = tma_refusal(tgt, x.dtype, precision)
+    if refusal:
+        return refusal
     if stride != 1:
         return "stride 2 samples every other pixel: the pointer kernel (README: the strided 1x1)"
     if not x.is_contiguous(memory_format=torch.channels_last):

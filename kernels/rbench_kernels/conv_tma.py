@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._device import Target, ensure_allocator
+from ._device import Target, ensure_allocator, tma_refusal
 from ._gemm import ConfigKind, ConfigRows, Epilogue, bn_act, dot_acc, grouped_tile, split_range, store_partial
 from ._launch import GemmLauncher, Problem, Tiling
 
@@ -155,10 +155,9 @@ def tma_unsupported(x: torch.Tensor, weight: torch.Tensor, geometry: tuple[int, 
     precision the launch's DOT_PRECISION."""
     c, k = x.shape[1], weight.shape[0]
     p, q = ep.shape[2:]
-    if not tgt.tma:
-        return f"{tgt.arch} has no TMA (tensor descriptors need CUDA sm_90 or newer)"
-    if x.dtype == torch.float32 and precision == "ieee":
-        return "IEEE fp32 runs on the FMA units, where these tiles spill: the gathers"
+    refusal = tma_refusal(tgt, x.dtype, precision)
+    if refusal:
+        return refusal
     if groups != 1:
         return "grouped convolution: the gathers mask other groups' channels"
     if c < 16:
