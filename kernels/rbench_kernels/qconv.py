@@ -129,7 +129,7 @@ def qconv_kernel(
         a = tl.load(src, mask=inside[:, None] & c_ok[None, :], other=0.0)
         wts = filt[None, :] + c[:, None] * stride_wc + (r * stride_wr + s * stride_ws)
         b = tl.load(wts, mask=c_ok[:, None] & n_ok[None, :], other=0.0)
-        acc = tl.dot(a, b, acc)
+        acc = tl.dot(a, b, acc, out_dtype=acc.dtype)
     quant_epilogue_store(acc, offs_m, offs_n, m_ok, n_ok, n, p, q, K, scale_ptr, shift_ptr,
                          res_ptr, stride_rn, stride_rk, stride_rp, stride_rq, res_scale, inv_out, y_ptr,
                          HAS_RESIDUAL, RELU, QUANT_OUT, IS_INT)
