@@ -54,7 +54,10 @@ def test_identity_is_in_the_pytest_benchmark_file(with_identity):
 
 
 def test_compare_uses_it_on_kernel_benchmark_files(with_identity, tmp_path, capsys):
-    assert compare.compare_paths([with_identity], [with_identity]).rows[0].verdict == "unchanged"
+    # Judged, not refused: the same samples give a ratio of exactly 1. The verdict's interval still depends on this
+    # machine's noise (a loaded CI runner can make a 5 % threshold inconclusive), so it is judged at a 50 % threshold.
+    row = compare.compare_paths([with_identity], [with_identity], threshold=0.5).rows[0]
+    assert row.estimate is not None and row.estimate.ratio == pytest.approx(1.0) and row.verdict == "unchanged"
     doc = json.loads(with_identity.read_text())
     doc["machine_info"]["rbench_env"]["device"]["name"] = "NVIDIA H100 80GB HBM3"  # same CPU and Python, other GPU
     other = tmp_path / "other-gpu.json"
