@@ -95,7 +95,45 @@ class Device:
         """`{"driver": {...}, "gpus": [...]}`: the driver and every GPU of this family on the machine."""
         return {"driver": unavailable(f"no GPU driver queried for {self.kind} runs"), "gpus": []}
 
-class CudaApiDevice(Device):
+class AcceleratorDevice(Device):
+    """A GPU driven through one of torch's accelerator modules (`torch.<torch_type>`: torch.cuda,
+    torch.xpu): they share one API for events, synchronising and memory counters, so one class serves."""
+
+    torch_type = "cuda"
+
+    @property
+    def api(self) -> Any:
+        """The torch module this device is driven through, looked up when used (tests stand in for it)."""
+        return getattr(torch, self.torch_type)
+
+    @property
+    def name(self) -> str:
+        return self.api.get_device_name(self.index)
+
+    def synchronize(self) -> None:
+        self.api.synchronize(self.index)
+
+    def event(self) -> Any:
+        return self.api.Event(enable_timing=True)
+
+    def reset_peak_memory(self) -> None:
+        self.api.reset_peak_memory_stats(self.index)
+
+    def peak_memory(self) -> dict[str, int | str]:
+        return {"allocated": self.api.max_memory_allocated(self.index),
+                "reserved": self.api.max_memory_reserved(self.index), "source": f"torch.{self.torch_type}"}
+
+    def release_memory(self) -> None:
+        self.api.empty_cache()
+
+    def properties(self) -> dict[str, Any]:
+        """This GPU's size and make for `describe()`; each module names its properties differently."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "index": self.index, **self.properties(), "count": self.api.device_count()}
+
+class CudaApiDevice(AcceleratorDevice):
     """GPUs driven through `torch.cuda` (NVIDIA's CUDA and AMD's HIP): events, memory counters."""
 
     torch_type = "cuda"
@@ -104,30 +142,9 @@ class CudaApiDevice(Device):
     def _props(self) -> Any:
         return torch.cuda.get_device_properties(self.index)
 
-    @property
-    def name(self) -> str:
-        return torch.cuda.get_device_name(self.index)
-
-    def synchronize(self) -> None:
-        torch.cuda.synchronize(self.index)
-
-    def event(self) -> Any:
-        return torch.cuda.Event(enable_timing=True)
-
-    def reset_peak_memory(self) -> None:
-        torch.cuda.reset_peak_memory_stats(self.index)
-
-    def peak_memory(self) -> dict[str, int | str]:
-        return {"allocated": torch.cuda.max_memory_allocated(self.index),
-                "reserved": torch.cuda.max_memory_reserved(self.index), "source": "torch.cuda"}
-
-    def release_memory(self) -> None:
-        torch.cuda.empty_cache()
-
-    def describe(self) -> dict[str, Any]:
+    def properties(self) -> dict[str, Any]:
         p = self._props
-        return {**super().describe(), "index": self.index, "memory_bytes": p.total_memory,
-                "multiprocessors": p.multi_processor_count, "count": torch.cuda.device_count()}
+        return {"memory_bytes": p.total_memory, "multiprocessors": p.multi_processor_count}
 
 class LibraryUnavailable(Exception):
     """A management library cannot be used on this machine; the message says why."""

@@ -9,40 +9,19 @@ from typing import Any
 
 import torch
 
-from rbench.hw.base import Device, unavailable
+from rbench.hw.base import AcceleratorDevice, unavailable
 
 NO_TELEMETRY = "no power telemetry for Intel GPUs yet (Level Zero Sysman / xpu-smi is not integrated)"
 
 
-class XpuDevice(Device):
+class XpuDevice(AcceleratorDevice):
     """Intel GPUs through torch.xpu and its events."""
 
     kind = "xpu"
     torch_type = "xpu"
 
-    @property
-    def name(self) -> str:
-        return torch.xpu.get_device_name(self.index)
-
-    def synchronize(self) -> None:
-        torch.xpu.synchronize(self.index)
-
-    def event(self) -> Any:
-        return torch.xpu.Event(enable_timing=True)
-
-    def reset_peak_memory(self) -> None:
-        torch.xpu.reset_peak_memory_stats(self.index)
-
-    def peak_memory(self) -> dict[str, int | str]:
-        return {"allocated": torch.xpu.max_memory_allocated(self.index),
-                "reserved": torch.xpu.max_memory_reserved(self.index), "source": "torch.xpu"}
-
-    def release_memory(self) -> None:
-        torch.xpu.empty_cache()
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "index": self.index, **_xpu_properties(self.index),
-                "count": torch.xpu.device_count()}
+    def properties(self) -> dict[str, Any]:
+        return _xpu_properties(self.index)
 
     def inventory(self) -> dict[str, Any]:
         gpus = [{"torch_index": i, "name": torch.xpu.get_device_name(i), **_xpu_properties(i)}
