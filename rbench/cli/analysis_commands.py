@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from rbench.analysis.compare import FAIL_ON
-from rbench.cli.common import UsageError, console, err, fs_error, rbench_warnings_as_lines
+from rbench.cli.common import UsageError, console, err, rbench_warnings_as_lines, usage_errors
 
 
 @rbench_warnings_as_lines
@@ -15,15 +15,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from rbench.analysis import compare, render
 
     fail_on = args.fail_on or ["any"]
-    try:
+    with usage_errors("compare", compare.CompareError, doing="read"):
         threshold = compare.parse_threshold(args.threshold) if args.threshold else None
         limits = {k: compare.parse_threshold(getattr(args, k), f"--{k.replace('_', '-')}")
                   for k in ("memory_threshold", "energy_threshold") if getattr(args, k)}
         result = compare.compare_paths([args.base], [args.new], threshold, args.across_machines, **limits)
-    except compare.CompareError as e:
-        raise UsageError(f"rbench compare: {e}") from None
-    except OSError as e:
-        raise UsageError(f"rbench compare: {fs_error(e, 'read')}") from None
     for path, text in ((args.markdown, lambda: render.to_markdown(result, fail_on)),
                        (args.json, lambda: render.to_json(result, fail_on) + "\n")):
         if path:
@@ -46,7 +42,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from rbench.analysis import baseline
 
-    try:
+    with usage_errors(f"baseline {args.action}", baseline.BaselineError, doing=""):
         if args.action == "update":
             dest, replaced = baseline.update(args.run, args.into, args.allow_incomplete)
             for old in replaced:
@@ -67,10 +63,6 @@ def cmd_baseline(args: argparse.Namespace) -> int:
                 where = e.directory.relative_to(args.root) if e.directory.is_relative_to(args.root) else e.directory
                 table.add_row(str(where), s.path.name, s.suite or s.kind, s.machine, s.started, e.promoted)
             console.print(table)
-    except baseline.BaselineError as e:
-        raise UsageError(f"rbench baseline {args.action}: {e}") from None
-    except OSError as e:
-        raise UsageError(f"rbench baseline {args.action}: {fs_error(e)}") from None
     return 0
 
 
@@ -78,10 +70,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_latest(args: argparse.Namespace) -> int:
     from rbench.analysis import baseline
 
-    try:
+    with usage_errors("latest", baseline.BaselineError, doing="read"):
         path = baseline.latest(args.directory, args.suite)
-    except (baseline.BaselineError, OSError) as e:
-        raise UsageError(f"rbench latest: {fs_error(e, 'read') if isinstance(e, OSError) else e}") from None
     print(path)
     return 0
 
@@ -90,7 +80,7 @@ def cmd_latest(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from rbench.analysis import peaks, report
 
-    try:
+    with usage_errors("report", report.ReportError, ValueError, doing="read"):
         table = peaks.PeakTable()
         if args.peaks:
             table.entries[:0] = peaks.load_extra(args.peaks)
@@ -100,20 +90,14 @@ def cmd_report(args: argparse.Namespace) -> int:
             console.print("draw the figures with --html FILE and/or --png DIR", markup=False, highlight=False)
             return 0
         built = report.build(runs)
-    except OSError as e:
-        raise UsageError(f"rbench report: {fs_error(e, 'read')}") from None
-    except (report.ReportError, ValueError) as e:
-        raise UsageError(f"rbench report: {e}") from None
     for why in built.skipped:
         err.print(f"not drawn: {why}", markup=False, highlight=False)
-    try:
+    with usage_errors("report", doing="write"):
         if args.png:
             for path in report.write_pngs(built, args.png):
                 print(path)
         if args.html:
             print(report.write_html(built, args.html, args.title))
-    except OSError as e:
-        raise UsageError(f"rbench report: {fs_error(e, 'write')}") from None
     return 0
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 
@@ -30,6 +31,23 @@ def fs_error(e: OSError, doing: str = "") -> str:
     """A file-system error as `path: cannot <doing>: cause` (no errno, no traceback)."""
     where = e.filename if e.filename is not None else "?"
     return f"{where}: {f'cannot {doing}: ' if doing else ''}{os_cause(e)}"
+
+
+@contextlib.contextmanager
+def usage_errors(command: str, *kinds: type[Exception], doing: str | None = None) -> Iterator[None]:
+    """Turn what a step of `rbench <command>` is expected to fail with into its one-line usage error (exit 2).
+
+    An exception of `kinds` becomes `rbench <command>: <message>`; with `doing` ("read", "write", or ""
+    for no verb) an OSError becomes `rbench <command>: <path>: cannot <doing>: <cause>` (`fs_error`).
+    Anything else goes on as it is: a bug keeps its traceback."""
+    try:
+        yield
+    except kinds as e:
+        raise UsageError(f"rbench {command}: {e}") from None
+    except OSError as e:
+        if doing is None:
+            raise
+        raise UsageError(f"rbench {command}: {fs_error(e, doing)}") from None
 
 
 def rbench_warnings_as_lines(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rbench.cli.common import UsageError, console, rbench_warnings_as_lines, say
+from rbench.cli.common import UsageError, console, rbench_warnings_as_lines, say, usage_errors
 
 
 def _write(path: str | None, text: str) -> None:
@@ -25,18 +25,14 @@ def _write(path: str | None, text: str) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from rbench.analysis import export
 
-    try:
+    with usage_errors("export", export.ExportError):
         text, notes = export.export(args.runs, args.format, samples=args.samples, metric=args.metric)
-    except export.ExportError as e:
-        raise UsageError(f"rbench export: {e}") from None
     for n in notes:
         say(f"note: {n}")
     if args.format == "gab":
         say(f"github-action-benchmark: use `tool: '{export.gab_tool(args.metric)}'` for this file")
-    try:
+    with usage_errors("export", UsageError):
         _write(args.output, text)
-    except UsageError as e:
-        raise UsageError(f"rbench export: {e}") from None
     return 0
 
 
@@ -56,7 +52,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     if any(s.changes for s in h.series):
         console.print(trends.rich_table(h))
     console.print(trends.footer(h), markup=False, highlight=False)
-    try:
+    with usage_errors("history", UsageError, OSError):
         if args.json:
             _write(args.json, trends.to_json(h) + "\n")
         if args.html or args.png:
@@ -65,8 +61,6 @@ def cmd_history(args: argparse.Namespace) -> int:
                 say(f"wrote {path}")
             if args.html:
                 say(f"wrote {trends.write_html(h, figs, args.html, args.title)}")
-    except (UsageError, OSError) as e:
-        raise UsageError(f"rbench history: {e}") from None
     return 1 if h.regressions() else 0
 
 
