@@ -12,6 +12,7 @@ pooling layers and the classifier are not convolutions and not counted.
     layers = roofline.resnet_layers("resnet50", batch=256)
     roofline.network_bound(layers, device="h100-sxm").seconds   # lower bound per forward pass
     roofline.layer_bound(layers[0], flops=989e12, bandwidth=3.35e12)
+    roofline.device_for("NVIDIA H100 80GB HBM3")                # "h100-sxm"; None if unlisted
 
 Imports nothing but the standard library.
 """
@@ -43,8 +44,10 @@ DEVICES = {
 
 
 @dataclass(frozen=True)
-class ConvLayer:
-    """One fused convolution: act(conv(x) * scale + shift [+ residual])."""
+class ConvSizes:
+    """The sizes of any convolution: batch n, input channels c and size h x w, output channels k, kernel r x s.
+
+    `ConvLayer` adds what a roofline needs; the kernel tests' shapes add conv2d's geometry."""
 
     name: str
     n: int
@@ -54,6 +57,12 @@ class ConvLayer:
     k: int
     r: int
     s: int
+
+
+@dataclass(frozen=True)
+class ConvLayer(ConvSizes):
+    """One fused convolution: act(conv(x) * scale + shift [+ residual])."""
+
     stride: int = 1
     padding: int = 0
     groups: int = 1
@@ -125,6 +134,29 @@ def _peaks(device: str | Device | None, flops: float | None, bandwidth: float | 
     if not flops or not bandwidth or flops <= 0 or bandwidth <= 0:
         raise ValueError("need a device or positive flops= (FLOP/s) and bandwidth= (bytes/s)")
     return float(flops), float(bandwidth)
+
+
+# GPU names as torch.cuda.get_device_name reports them -> DEVICES key: the first rule whose text the name
+# contains (any case) and none of its exclusions does.  Other parts of a family have other peaks and no
+# entry: H100 PCIe (756 TFLOP/s, 2.0 TB/s) and the NVL cards (835 TFLOP/s dense), GH200.
+GPU_NAMES = (
+    ("h100", ("pcie", "nvl"), "h100-sxm"),
+    ("h200", ("nvl", "gh200"), "h200"),
+    ("a100", (), "a100"),
+    ("mi300x", (), "mi300x"),
+)
+
+
+def device_for(name: str | None) -> str | None:
+    """The DEVICES key for a GPU name ("NVIDIA H100 80GB HBM3" -> "h100-sxm"), None when none fits.
+
+    None is the honest answer for an unlisted part: a bound from another card's peaks would be wrong.
+    """
+    low = (name or "").lower()
+    for text, unless, key in GPU_NAMES:
+        if text in low and not any(u in low for u in unless):
+            return key
+    return None
 
 
 def layer_bound(layer: ConvLayer, *, device: str | Device | None = None, flops: float | None = None,

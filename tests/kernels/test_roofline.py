@@ -63,6 +63,41 @@ def test_network_bound_is_the_sum_of_layer_bounds() -> None:
     assert net.images_per_s == pytest.approx(256 / net.seconds)
 
 
+def test_network_summary_figures() -> None:
+    """ResNet-50 fp16 on an H100 as the README states it, and its batch-1 bytes taken apart by hand.
+
+    At batch 1 the weights and the BatchNorm scale/shift are read once per layer: 2 bytes per conv weight
+    and 4 bytes for each BN weight and bias, so weights / 2 + affine / 4 must be torchvision's 25,557,032
+    parameters less the classifier's 2048·1000 + 1000 = 2,049,000.
+    """
+    big = roofline.network_bound(roofline.resnet_layers("resnet50", 256), device="h100-sxm")
+    assert big.seconds == pytest.approx(4.682e-3, rel=1e-3) and big.images_per_s == pytest.approx(54_675, rel=1e-4)
+    assert sum(b.limit == "memory" for _, b in big.layers) == 37
+    small = roofline.network_bound(roofline.resnet_layers("resnet50", 1), device="h100-sxm")
+    assert small.seconds == pytest.approx(30.44e-6, rel=1e-3) and sum(b.limit == "memory" for _, b in small.layers) == 50
+    parts = {k: sum(x.bytes_moved()[k] for x, _ in small.layers) for k in ("weights", "affine")}
+    assert parts["weights"] / 2 + parts["affine"] / 4 == 25_557_032 - 2_049_000
+    assert small.total.bytes == sum(x.bytes for x, _ in small.layers)
+    assert small.seconds >= small.total.bytes / 3.35e12  # no layer is faster than its own traffic
+
+
+@pytest.mark.parametrize("name, key", [
+    ("NVIDIA H100 80GB HBM3", "h100-sxm"), ("NVIDIA H100", "h100-sxm"), ("NVIDIA H100 PCIe", None),
+    ("NVIDIA H100 NVL", None), ("NVIDIA H200", "h200"), ("NVIDIA H200 NVL", None), ("NVIDIA GH200 480GB", None),
+    ("NVIDIA A100-SXM4-80GB", "a100"), ("NVIDIA A100 80GB PCIe", "a100"), ("AMD Instinct MI300X", "mi300x"),
+    ("AMD Instinct MI300X VF", "mi300x"), ("AMD Instinct MI250X", None), ("NVIDIA GeForce RTX 4090", None),
+    ("", None), (None, None),
+])
+def test_device_for_gpu_names(name: str | None, key: str | None) -> None:
+    """torch.cuda.get_device_name's spellings -> a DEVICES key; another form factor of a chip gets none."""
+    assert roofline.device_for(name) == key
+    assert roofline.device_for(name.lower() if name else name) == key
+
+
+def test_every_gpu_name_rule_has_its_device() -> None:
+    assert {key for _, _, key in roofline.GPU_NAMES} == set(roofline.DEVICES)
+
+
 def test_peaks_are_checked() -> None:
     layer = _layer("resnet50", 1, "conv1")
     with pytest.raises(ValueError, match="unknown device 'h300'"):
