@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench_roofline import Bounds, network_line
+
 GOALS = {"fused_vs_unfused_geomean": 1.15, "fused_vs_unfused_each": 1.0, "fused_vs_cudnn_conv": 0.9,
          "gemm_vs_matmul": 0.9, "add_vs_copy_bandwidth": 0.85}
 KIND = "rbench_kernels.bench"  # what `rbench report` and `rbench results` look for in a JSON file
@@ -68,14 +70,18 @@ def fmt(v: Any, spec: str = ".3f") -> str:
 
 
 def print_tables(layers: list[dict], adds: list[dict], summary: dict) -> None:
-    head = ("dtype", "batch", "layer", "CxK RxS/s", "ours ms", "TFLOP/s", "GB/s", "unfused ms", "cudnn ms",
+    """The per-layer table (with the roofline bound and ours' % of it when the run has peaks), add_act's, goals."""
+    bounded = any("roofline" in r for r in layers)
+    head = ("dtype", "batch", "layer", "CxK RxS/s", "ours ms", "TFLOP/s", "GB/s",
+            *(("bound us", "% bound") if bounded else ()), "unfused ms", "cudnn ms",
             "unf/ours", "cudnn/ours", "gemm ms", "matmul ms", "mm/gemm")
     rows = []
     for r in layers:
         m, sh = r["methods"], r["shape"]
+        roof = (fmt(r.get("roofline", {}).get("bound_us"), ".2f"), fmt(m["ours"].get("pct_of_bound"), ".1f"))
         rows.append((r["dtype"], str(r["batch"]), r["layer"], f"{sh['c']}x{sh['k']} {sh['r']}x{sh['s']}/{sh['stride']}",
                      fmt(m["ours"].get("ms"), ".4f"), fmt(m["ours"].get("tflops"), ".1f"), fmt(m["ours"].get("gbs"), ".0f"),
-                     fmt(m["unfused"].get("ms"), ".4f"), fmt(m["cudnn_conv"].get("ms"), ".4f"),
+                     *(roof if bounded else ()), fmt(m["unfused"].get("ms"), ".4f"), fmt(m["cudnn_conv"].get("ms"), ".4f"),
                      fmt(r["ratios"]["unfused_over_ours"], ".2f"), fmt(r["ratios"]["cudnn_conv_over_ours"], ".2f"),
                      fmt(m.get("ours_gemm", {}).get("ms"), ".4f"), fmt(m.get("matmul", {}).get("ms"), ".4f"),
                      fmt(r["ratios"].get("matmul_over_ours_gemm"), ".2f")))
@@ -97,6 +103,8 @@ def print_tables(layers: list[dict], adds: list[dict], summary: dict) -> None:
                   f"(min {fmt(s['min_unfused_over_ours'], '.2f')}), cudnn-conv/ours geomean "
                   f"{fmt(s['geomean_cudnn_conv_over_ours'], '.2f')}, matmul/1x1-gemm geomean "
                   f"{fmt(s['geomean_matmul_over_ours_gemm'], '.2f')}")
+            if s.get("roofline"):
+                print("  " + network_line(s["roofline"]))
             goals = s["goals"]
         for goal, met in goals.items():
             print(f"    {'met   ' if met else 'MISSED'}  {goal}")
@@ -175,8 +183,8 @@ class ResultFile:
     and not measured again.
     """
 
-    def __init__(self, path: Path, env: dict, timing: str, resume: bool):
-        self.path, self.env, self.timing = path, env, timing
+    def __init__(self, path: Path, env: dict, timing: str, resume: bool, roofline: Bounds | None = None):
+        self.path, self.env, self.timing, self.roofline = path, env, timing, roofline
         self.layers: list[dict] = []
         self.adds: list[dict] = []
         self.other_processes: list[int] = []
@@ -197,10 +205,17 @@ class ResultFile:
                 | {("add", a["dtype"], tuple(a["shape"])) for a in self.adds})
 
     def write(self, complete: bool, left: list[str], seconds: float) -> dict:
+        summary = summarize(self.layers, self.adds)
+        if self.roofline is not None:  # every layer's bound (kept ones too) and each dtype/batch's network's
+            for r in self.layers:
+                self.roofline.annotate(r)
+            for key, net in self.roofline.summary(self.layers).items():
+                summary[key]["roofline"] = net
         record = {"kind": KIND, "env": self.env, "seconds": self.seconds + seconds, "timing": self.timing,
                   "complete": complete, "left": left, "other_processes_seen": self.other_processes,
-                  "goals": GOALS, "layers": self.layers, "add_act": self.adds,
-                  "summary": summarize(self.layers, self.adds)}
+                  "goals": GOALS, "layers": self.layers, "add_act": self.adds, "summary": summary}
+        if self.roofline is not None:
+            record["roofline"] = self.roofline.describe()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".part")
         tmp.write_text(json.dumps(record, indent=1, default=str))

@@ -8,7 +8,10 @@ For each distinct convolution of torchvision's ResNet-50 at 224x224, each batch 
   and for the 1x1 layers, the same GEMM both ways without the residual/ReLU epilogue:
   ours_gemm   conv1x1_bn_act(relu=False) (scale/shift only), against
   matmul      torch.matmul on (N·P·Q, C) @ (C, K) -- cuBLAS
-plus add_act against a device copy of the same tensor on ResNet-50's block outputs (bandwidth).
+plus add_act against a device copy of the same tensor on ResNet-50's block outputs (bandwidth), and
+each layer's roofline bound (rbench_kernels.roofline, at the GPU's peaks or --peak-tflops/--peak-gbs)
+with ours' and unfused's % of it (bound / achieved), and per batch and dtype the whole network's bound
+against the count-weighted sum of the measured times.
 
 Timing: channels_last tensors, cudnn.benchmark on; every method is warmed up (autotuning, cuDNN's
 algorithm search) and then captured in a CUDA graph of calls that cycle through enough input sets
@@ -17,7 +20,7 @@ many times between CUDA events and the per-call time is the median replay time /
 take the Python launch cost out, which at batch 1 would otherwise be the whole measurement.
 
 Usage:  python benchmarks/kernel_bench.py [--out DIR | --json FILE [--resume]] [--budget-s S] [--busy flag]
-        [--batch 256 1] [--dtype fp16 bf16] [--quick]
+        [--batch 256 1] [--dtype fp16 bf16] [--quick] [--peak-tflops T --peak-gbs G]
 Writes DIR/kernels-<gpu>-<time>.json (or FILE: machine, software, every figure), rewritten after every
 layer so that a killed run keeps what it measured, and prints the tables. `--budget-s` stops it between
 layers (exit 3) and `--resume` continues the file. A GPU that another process uses is refused (exit 4)
@@ -35,78 +38,16 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_output, also when this file is loaded by path
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_output/_roofline, also when loaded by path
 from bench_output import ResultFile, fmt, machine, other_gpu_processes, print_tables, wait_until_alone  # noqa: E402
+from bench_roofline import DTYPES, Bounds, Layer, peaks_for, resnet50_layers, smoke_layers  # noqa: E402, F401
 
 L2_ROTATION_BYTES = 2 * 50 * 2**20  # twice an H100's 50 MB L2
 EXIT_STOPPED = 3  # --budget-s ran out: run again with --resume to measure the rest
 EXIT_BUSY = 4  # another process holds the GPU (and --busy refuse)
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One distinct ResNet-50 convolution and the epilogue it has in the network."""
-
-    name: str  # first module with this shape, e.g. layer2.0.conv2
-    count: int  # how many convolutions of the model have this shape
-    c: int
-    k: int
-    r: int
-    s: int
-    stride: int
-    padding: int
-    h: int
-    w: int
-    residual: bool  # a bottleneck's conv3: the identity is added before the ReLU
-    relu: bool  # every conv but the downsample shortcut
-
-    @property
-    def is_1x1(self) -> bool:
-        return self.r == self.s == 1 and self.padding == 0
-
-    @property
-    def pq(self) -> tuple[int, int]:
-        return ((self.h + 2 * self.padding - self.r) // self.stride + 1,
-                (self.w + 2 * self.padding - self.s) // self.stride + 1)
-
-
-def resnet50_layers(image: int = 224) -> list[Layer]:
-    """The distinct convolutions of torchvision's resnet50, from its modules and a meta-device pass."""
-    import torch
-    import torchvision
-
-    model = torchvision.models.resnet50(weights=None).eval().to("meta")
-    seen: dict[tuple, Layer] = {}
-    shapes: dict[str, tuple[int, int]] = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, name=n: shapes.__setitem__(name, tuple(inp[0].shape[2:])))
-             for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
-    with torch.no_grad():
-        model(torch.empty(1, 3, image, image, device="meta"))
-    for h in hooks:
-        h.remove()
-    for name, m in model.named_modules():
-        if not isinstance(m, torch.nn.Conv2d):
-            continue
-        h, w = shapes[name]
-        residual = name.endswith("conv3")
-        relu = "downsample" not in name
-        key = (m.in_channels, m.out_channels, *m.kernel_size, m.stride[0], m.padding[0], h, w, residual, relu)
-        if key in seen:
-            seen[key] = Layer(**{**asdict(seen[key]), "count": seen[key].count + 1})
-        else:
-            seen[key] = Layer(name, 1, m.in_channels, m.out_channels, *m.kernel_size, m.stride[0], m.padding[0],
-                              h, w, residual, relu)
-    return list(seen.values())
-
-
-def smoke_layers() -> list[Layer]:
-    """Tiny stand-ins for --cpu-smoke: a 3x3, a 1x1 with residual, a stride-2 downsample."""
-    return [Layer("smoke.3x3", 1, 16, 16, 3, 3, 1, 1, 6, 6, False, True),
-            Layer("smoke.conv3", 1, 16, 32, 1, 1, 1, 0, 6, 6, True, True),
-            Layer("smoke.downsample", 1, 16, 32, 1, 1, 2, 0, 6, 6, False, False)]
 
 
 class Timer:
@@ -198,12 +139,11 @@ def make_case(layer: Layer, batch: int, dtype, device: str) -> tuple[dict, dict[
 
     import rbench_kernels as rk
 
-    p, q = layer.pq
+    conv = layer.conv(batch, DTYPES[str(dtype).replace("torch.", "")])  # its sizes, FLOPs and bytes: roofline's
+    p, q, moved = conv.p, conv.q, conv.bytes_moved()
     esize = torch.empty((), dtype=dtype).element_size()
-    x_bytes = batch * layer.c * layer.h * layer.w * esize
-    w_bytes = layer.k * layer.c * layer.r * layer.s * esize
-    y_bytes = batch * layer.k * p * q * esize
-    set_bytes = x_bytes + w_bytes + (y_bytes if layer.residual else 0)
+    w_bytes = moved["weights"]
+    set_bytes = moved["input"] + w_bytes + moved["residual"]
     n_sets = _sets_needed(set_bytes)
     g = torch.Generator(device=device).manual_seed(0)
     cl = torch.channels_last
@@ -253,8 +193,8 @@ def make_case(layer: Layer, batch: int, dtype, device: str) -> tuple[dict, dict[
         s = sets[i]
         return F.conv2d(s["x"], s["w"], None, layer.stride, layer.padding)
 
-    flops = 2.0 * batch * p * q * layer.k * layer.c * layer.r * layer.s
-    min_bytes = x_bytes + w_bytes + y_bytes * (2 if layer.residual else 1)
+    flops = float(conv.flops)
+    min_bytes = conv.bytes - moved["affine"]  # input, weights, residual, output (this file's GB/s, as before)
     out = {"layer": layer.name, "count": layer.count, "batch": batch, "dtype": str(dtype).replace("torch.", ""),
            "shape": asdict(layer), "gemm": {"M": batch * p * q, "N": layer.k, "K": layer.c * layer.r * layer.s},
            "flops": flops, "min_bytes": min_bytes, "input_sets": n_sets, "methods": {}}
@@ -357,6 +297,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="fewer timing samples")
     parser.add_argument("--no-graphs", action="store_true", help="time eager calls instead of CUDA-graph replays")
     parser.add_argument("--no-add", action="store_true", help="skip the add_act bandwidth test")
+    parser.add_argument("--peak-tflops", type=float, default=None, metavar="T",
+                        help="dense fp16 tensor-core peak for the roofline, TFLOP/s (default: the GPU's entry in "
+                             "rbench_kernels.roofline.DEVICES; needed, with --peak-gbs, for a GPU it lacks)")
+    parser.add_argument("--peak-gbs", type=float, default=None, metavar="G",
+                        help="memory bandwidth peak for the roofline, GB/s (as --peak-tflops)")
     parser.add_argument("--cpu-smoke", action="store_true", help=argparse.SUPPRESS)
     return parser
 
@@ -384,6 +329,12 @@ def main(argv: list[str] | None = None, busy_query: Callable[[], list[int] | Non
         return 0
     import rbench_kernels  # noqa: F401  (imported after TRITON_INTERPRET is settled)
 
+    try:  # the roofline's peaks: the GPU's DEVICES entry, or the user's
+        peaks, note = peaks_for(torch.cuda.get_device_name(0) if device == "cuda" else None, args.peak_tflops,
+                                args.peak_gbs)
+    except ValueError as e:
+        print(f"kernel_bench: {e}")
+        return 2
     query = busy_query or (other_gpu_processes if device == "cuda" else None)
     others = wait_until_alone(query, args.wait_idle, sleep, time.monotonic) if query else None
     if others and args.busy == "refuse":
@@ -404,7 +355,7 @@ def main(argv: list[str] | None = None, busy_query: Callable[[], list[int] | Non
     gpu = env.get("gpu", "cpu-smoke").replace(" ", "_").replace("/", "_")
     path = Path(args.json) if args.json else Path(args.out) / f"kernels-{gpu}-{_dt.datetime.now():%Y%m%d-%H%M%S}.json"
     try:
-        out = ResultFile(path, env, timing, args.resume)
+        out = ResultFile(path, env, timing, args.resume, Bounds(peaks, note, "smoke" if args.cpu_smoke else "resnet50"))
     except (ValueError, OSError) as e:
         print(f"kernel_bench: {e}")
         return 2
@@ -428,7 +379,10 @@ def main(argv: list[str] | None = None, busy_query: Callable[[], list[int] | Non
         if what == "layer":
             r = bench_layer(*a, device, timer)
             out.layers.append(r)
-            print(f"  {key[1]} batch {key[2]} {key[3]}: ours {fmt(r['methods']['ours'].get('ms'), '.4f')} ms, "
+            out.roofline.annotate(r)
+            ours = r["methods"]["ours"]
+            pct = "" if peaks is None else f" = {fmt(ours.get('pct_of_bound'), '.1f')} % of bound"
+            print(f"  {key[1]} batch {key[2]} {key[3]}: ours {fmt(ours.get('ms'), '.4f')} ms{pct}, "
                   f"unfused/ours {fmt(r['ratios']['unfused_over_ours'], '.2f')}", flush=True)
         else:
             r = bench_add(*a, device, timer)
@@ -444,6 +398,7 @@ def main(argv: list[str] | None = None, busy_query: Callable[[], list[int] | Non
     record = out.write(True, [], time.perf_counter() - start)
     print()
     print_tables(record["layers"], record["add_act"], record["summary"])
+    print(f"\n{note}")
     if record["other_processes_seen"]:
         print(f"\nWARNING: other processes used the GPU during the benchmark (pids "
               f"{', '.join(map(str, record['other_processes_seen']))}): the figures are flagged")
