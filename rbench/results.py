@@ -47,7 +47,7 @@ def new_record(case: Any, status: str, reason: str = "", **metrics: Any) -> dict
         "throughput_ips": None, "latency_ms": None, "samples_ms": [], "flops_per_image": None,
         "params": None, "tflops": None, "peak_memory_bytes": None, "peak_memory": None,
         "power": {"unavailable": True, "reason": "case was not timed"}, "gate_error": None,
-        "gate_tolerance": None, "warnings": [], "finished": now(),
+        "gate_tolerance": None, "host_ms_per_iter": None, "cuda_graph": None, "warnings": [], "finished": now(),
     }
     record.update(metrics)
     return record

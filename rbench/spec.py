@@ -21,6 +21,7 @@ from rbench import scenario_spec, suite_yaml
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "amp_fp16", "amp_bf16", "int8", "fp8")
 BACKENDS = ("eager", "compile", "triton")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+BACKEND_MODES = {"compile": COMPILE_MODES, "triton": ("no-graph",)}  # after a colon: compile:max-autotune
 MEMORY_FORMATS = ("channels_last", "nchw")
 MODES = ("inference", "training")
 DEVICES = ("auto", "cuda", "rocm", "xpu", "mps", "cpu")
@@ -90,7 +91,7 @@ class Case:
     batch_size: int
     image_size: int
     precision: str
-    backend: str  # "eager", "triton", "compile" or "compile:<mode>"
+    backend: str  # "eager", "triton", "triton:no-graph", "compile" or "compile:<mode>"
     mode: str
     memory_format: str
     device: str
@@ -114,8 +115,11 @@ class Case:
         return self.backend.split(":", 1)[0]
 
     @property
-    def compile_mode(self) -> str:
-        return self.backend.split(":", 1)[1] if ":" in self.backend else "default"
+    def backend_mode(self) -> str:
+        """What follows the backend's colon (`max-autotune`, `no-graph`), else "default"."""
+        return self.backend.partition(":")[2] or "default"
+
+    compile_mode = backend_mode
 
 
 @dataclass(frozen=True)
@@ -212,9 +216,7 @@ _OVERRIDABLE = set(_LIST_FIELDS) | {"image_size", "memory_format", "policy", "ex
 
 def allowed_backend(name: str) -> bool:
     base, _, mode = name.partition(":")
-    if base == "compile":
-        return mode == "" or mode in COMPILE_MODES
-    return base in BACKENDS and not mode
+    return base in BACKENDS and (mode == "" or mode in BACKEND_MODES.get(base, ()))
 
 
 class _Checker:
@@ -302,7 +304,7 @@ class _Checker:
         if "backends" in out:
             for i, b in enumerate(out["backends"]):
                 if not allowed_backend(b):
-                    allowed = list(BACKENDS) + [f"compile:{m}" for m in COMPILE_MODES]
+                    allowed = list(BACKENDS) + [f"{b}:{m}" for b, modes in BACKEND_MODES.items() for m in modes]
                     raise self.fail(where + ("backends", i), f"unknown backend {b!r}", ", ".join(allowed))
         for i, n in enumerate(out.get("nproc_per_node", [])):
             if not 1 <= n <= MAX_NPROC:

@@ -143,3 +143,19 @@ def test_warm_up_that_never_settles_is_bounded():
                          clock=dev.clock)
     assert timing.warmup_s <= 2 * 1.0 + 0.5  # stopped at twice max_s of steady time
     assert timing.iters >= 3
+
+
+def test_host_time_per_iteration_is_what_the_host_spends_issuing_work():
+    """A step that spends 0.4 ms of host time launching 5 ms of device work: the record shows both apart."""
+    from test_devices import QueueDevice
+
+    dev = QueueDevice()
+
+    def step(i):
+        dev.host.advance(0.030 if i == 0 else 0.0004)  # the first call also compiles on the host
+        dev.stream.launch(5.0)
+
+    timing = measure.run(step, dev, Policy(warmup_iters=3, warmup_s=0.0, min_iters=4, min_s=0.0, max_s=5.0),
+                         clock=dev.host)
+    assert timing.samples_ms == pytest.approx([5.0] * timing.iters)  # the device's time, not the host's
+    assert timing.host_ms_per_iter == pytest.approx(0.4)  # settled iterations only: the compile is left out

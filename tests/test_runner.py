@@ -25,7 +25,7 @@ def test_ok_record_has_every_documented_field():
     assert record["status"] == "ok", record["reason"]
     for key in ("status", "reason", "model", "batch_size", "image_size", "precision", "backend", "mode",
                 "memory_format", "device", "throughput_ips", "latency_ms", "samples_ms", "flops_per_image",
-                "params", "tflops", "peak_memory_bytes", "power", "gate_error"):
+                "params", "tflops", "peak_memory_bytes", "power", "gate_error", "host_ms_per_iter", "cuda_graph"):
         assert key in record
     assert record["throughput_ips"] > 0 and len(record["samples_ms"]) == record["iters"] >= 3
     assert set(record["latency_ms"]) == {"p50", "p90", "p95", "p99", "min", "max", "mean", "stdev"}

@@ -206,9 +206,11 @@ def test_converted_model_keeps_no_reference_to_the_original():
             assert f.weight.dim() == 2 and f.weight.is_contiguous()
         else:
             assert f.weight.is_contiguous(memory_format=torch.channels_last)
-    # A channels_last model's weights already have the kernels' layout: shared, not copied.
-    assert converted.stem.weight.data_ptr() == stem_weight.data_ptr()
+    # A channels_last model's weights already have the kernels' layout: shared, not copied; only the stem's
+    # 3-channel weight is copied, padded with a zero channel to the 4 its input is padded to.
     assert converted.blocks[0].convs[1].weight.data_ptr() == layer1_weight.data_ptr()
+    assert converted.stem.pad_to == 4 and converted.stem.weight.shape == (64, 4, 7, 7)
+    assert torch.equal(converted.stem.weight[:, :3], stem_weight) and not converted.stem.weight[:, 3].any()
 
 
 @pytest.mark.parametrize("name", models.RESNET_FAMILY)
@@ -336,6 +338,9 @@ def test_triton_case_runs_end_to_end_and_records_its_gate_figure():
     assert record["gate_tolerance"] == runner.GATE_TOLERANCE["fp32"]
     assert 0 < record["gate_error"] <= record["gate_tolerance"]
     assert record["throughput_ips"] > 0 and record["iters"] == 1
+    # No CUDA graph on a CPU: the record says so and why; the host's time per forward is there as on a GPU.
+    assert record["cuda_graph"] is False and "no CUDA graphs on cpu" in record["cuda_graph_reason"]
+    assert record["host_ms_per_iter"] > 0
 
 
 # The suite.
@@ -346,8 +351,9 @@ def test_triton_vs_torch_suite():
     gpu = suite.for_device("cuda").cases("cuda")
     assert {c.model for c in gpu} == set(models.RESNET_FAMILY)
     assert {c.batch_size for c in gpu} == {1, 32, 256} and {c.precision for c in gpu} == {"fp16", "bf16"}
-    assert {c.backend for c in gpu} == {"eager", "compile:max-autotune", "triton"}
-    assert {c.mode for c in gpu} == {"inference"} and len(gpu) == 180
+    assert {c.backend for c in gpu} == {"eager", "compile:max-autotune", "triton", "triton:no-graph"}
+    assert {c.batch_size for c in gpu if c.backend == "triton:no-graph"} == {1, 32}
+    assert {c.mode for c in gpu} == {"inference"} and len(gpu) == 180 + 40
 
     cpu = suite.for_device("cpu")
     assert "compile" not in {c.backend_name for c in cpu.cases("cpu")}

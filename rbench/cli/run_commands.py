@@ -154,7 +154,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         reason = backend.unsupported(probe, device)
         table.add_row(name, f"[dim]unsupported: {reason}[/dim]" if reason else "[green]supported[/green]")
     console.print(table)
-    console.print(f"compile modes: {', '.join(spec.COMPILE_MODES)} (write e.g. compile:max-autotune)")
+    console.print(f"compile modes: {', '.join(spec.COMPILE_MODES)} (write e.g. compile:max-autotune); "
+                  "triton:no-graph launches every kernel from Python instead of replaying one CUDA graph")
     console.print(f"memory formats: {', '.join(spec.MEMORY_FORMATS)}; modes: {', '.join(spec.MODES)}")
     _print_models()
     return 0
@@ -191,7 +192,8 @@ def _list_json(device: Any) -> int:
         "device": {"name": device.name, "kind": device.kind},
         "precisions": {p: {"unsupported": device.unsupported_precision(p)} for p in spec.PRECISIONS},
         "backends": {n: {"unsupported": b.unsupported(probe(n), device)} for n, b in backends.REGISTRY.items()},
-        "compile_modes": list(spec.COMPILE_MODES), "memory_formats": list(spec.MEMORY_FORMATS),
+        "compile_modes": list(spec.COMPILE_MODES), "backend_modes": {b: list(m) for b, m in spec.BACKEND_MODES.items()},
+        "memory_formats": list(spec.MEMORY_FORMATS),
         "modes": list(spec.MODES), "models": models.names(), "families": _families_json()}, indent=2, default=str)
         + "\n")
     return 0

@@ -16,6 +16,8 @@ import torch
 from rbench.run import models
 from rbench.spec import BACKENDS, Case
 
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
 
 class Backend:
     """Eager PyTorch: the model as built."""
@@ -29,6 +31,11 @@ class Backend:
 
     def prepare(self, model: torch.nn.Module, case: Case, device: Any) -> torch.nn.Module:
         return model
+
+    def graph(self, forward: Forward, example: torch.Tensor, case: Case, device: Any,
+              info: dict[str, Any]) -> Forward:
+        """The inference forward the closed loop times; rbench captures no graph for this backend."""
+        return forward
 
 
 class CompileBackend(Backend):
@@ -78,6 +85,20 @@ class TritonBackend(Backend):
             return triton_quant.convert(model, case.precision, case.image_size)
         return triton_zoo.convert(model, allow_tf32=case.precision == "tf32")
 
+    def graph(self, forward: Forward, example: torch.Tensor, case: Case, device: Any,
+              info: dict[str, Any]) -> Forward:
+        """The whole forward in one CUDA graph (`rbench.run.cuda_graph`), unless `triton:no-graph` or none can be
+        captured here; `info` gets `cuda_graph`, `cuda_graph_reason` and any warning."""
+        from rbench.run import cuda_graph
+
+        if case.backend_mode == "no-graph":
+            info.update(cuda_graph=False, cuda_graph_reason="triton:no-graph launches every kernel from Python")
+            return forward
+        timed, fields = cuda_graph.graphed_forward(forward, example, device)
+        info.setdefault("warnings", []).extend(fields.pop("warnings", []))
+        info.update(fields)
+        return timed
+
 
 REGISTRY: dict[str, Backend] = {b.name: b for b in (Backend(), CompileBackend(), TritonBackend())}
 assert tuple(REGISTRY) == BACKENDS, "spec.BACKENDS and the backend registry must list the same names"
@@ -90,9 +111,13 @@ def get(case: Case) -> Backend:
         raise ValueError(f"unknown backend {case.backend!r}; known: {', '.join(REGISTRY)}") from None
 
 
-def make_step(module: torch.nn.Module, workload: models.Workload, case: Case,
-              device: Any) -> Callable[[int], Any]:
-    """`step(i)`: one iteration on input buffer i (mod the number of buffers)."""
+def make_step(module: torch.nn.Module, workload: models.Workload, case: Case, device: Any,
+              info: dict[str, Any] | None = None) -> Callable[[int], Any]:
+    """`step(i)`: one iteration on input buffer i (mod the number of buffers).
+
+    With `info` (the closed loop's record fields), an inference forward goes through the backend's
+    `graph`: the triton backend's is a CUDA-graph replay where one can be captured, and `step.forward`
+    is what is timed (its capture's peak memory, if any, is merged into the record's)."""
     inputs, labels = workload.inputs, workload.labels
     autocast = lambda: workload.autocast(device.torch_type)  # noqa: E731
     if case.mode == "training":
@@ -100,8 +125,15 @@ def make_step(module: torch.nn.Module, workload: models.Workload, case: Case,
         train = models.train_step(module, models.sgd(module), autocast, scaler)
         return lambda i: train(inputs[i % len(inputs)], labels[i % len(labels)])
 
-    def infer(i: int) -> torch.Tensor:
+    def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), autocast():
-            return module(inputs[i % len(inputs)])
+            return module(x)
 
+    if info is not None:
+        forward = get(case).graph(forward, inputs[0], case, device, info)
+
+    def infer(i: int) -> torch.Tensor:
+        return forward(inputs[i % len(inputs)])
+
+    infer.forward = forward  # type: ignore[attr-defined]
     return infer

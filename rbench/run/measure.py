@@ -4,6 +4,12 @@ Warm-up (not counted) runs until compilation, autotuning and algorithm search ar
 iteration time has settled; the timed window, planned from the settled iterations only, then brackets
 every iteration with device events and synchronises once at the end. Percentiles follow MLPerf's
 nearest-rank rule.
+
+The host's own time per iteration (`host_ms_per_iter`) comes from the settled warm-up iterations,
+which are synchronised one by one: the time `step` takes to return, before the synchronisation, is
+what the CPU spends issuing the iteration (Python, dispatch, kernel launches) while the device works.
+Next to the device time it shows launch overhead: at batch 1 a host slower than its GPU is the
+bottleneck. On a CPU the step is the work itself, so there it is about the iteration time.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class Timing:
     window_s: float  # from the first iteration's start event to the last one's end event
     warmup_iters: int
     warmup_s: float
+    host_ms_per_iter: float | None = None  # median host time to issue one settled warm-up iteration
 
     @property
     def iters(self) -> int:
@@ -127,11 +134,14 @@ def run(step: Callable[[int], Any], device: Any, policy: Policy, window: Any = N
     """
     start = clock()
     warm_times: list[float] = []
+    host_times: list[float] = []  # until `step` returned, before the synchronisation
     while not warm_times or not warmed_up(warm_times, clock() - start, policy):
         t = clock()
         step(len(warm_times))
+        issued = clock()
         device.synchronize()
         warm_times.append(clock() - t)
+        host_times.append(issued - t)
     iters, warmup_s = len(warm_times), clock() - start
     n = plan_iterations(iteration_estimate(warm_times), policy)
 
@@ -150,4 +160,6 @@ def run(step: Callable[[int], Any], device: Any, policy: Policy, window: Any = N
             window.stop()
     samples = [s.elapsed_time(e) for s, e in zip(starts, ends)]
     window_s = starts[0].elapsed_time(ends[-1]) / 1e3
-    return Timing(samples_ms=samples, window_s=window_s, warmup_iters=iters, warmup_s=warmup_s)
+    host_ms = 1e3 * statistics.median(host_times[-ESTIMATE_ITERS:])  # the settled end of warm-up
+    return Timing(samples_ms=samples, window_s=window_s, warmup_iters=iters, warmup_s=warmup_s,
+                  host_ms_per_iter=host_ms)

@@ -101,7 +101,7 @@ def execute(case: Case, policy: Policy, device: Any, monitor: Any) -> dict[str, 
 
 
 def _measure(case: Case, policy: Policy, device: Any, monitor: Any, info: dict[str, Any]) -> dict[str, Any]:
-    from rbench.run import backends, measure, models, scenarios
+    from rbench.run import backends, cuda_graph, measure, models, scenarios
 
     reason = device.unsupported_precision(case.precision)
     backend = backends.get(case)
@@ -124,18 +124,21 @@ def _measure(case: Case, policy: Policy, device: Any, monitor: Any, info: dict[s
         gc.collect()
         device.release_memory()
     if case.scenario:  # an MLPerf scenario through LoadGen, or a max-batch probe
+        if backend.name == "triton":
+            info.update(cuda_graph=False, cuda_graph_reason="scenarios and max-batch probes launch per query")
         return scenarios.measure(case, policy, device, monitor, module, workload, info)
-    step = backends.make_step(module, workload, case, device)
+    step = backends.make_step(module, workload, case, device, info)
     timing = measure.run(step, device, policy, window=TimedWindow(device, monitor))
     images = timing.iters * case.batch_size
     tele = monitor.result(images)
-    peak = device.peak_memory()
+    tele["warnings"] = info.pop("warnings", []) + tele.get("warnings", [])
+    peak = cuda_graph.merge_peak(device.peak_memory(), getattr(step, "forward", None))
     throughput = images / timing.window_s
     return results.new_record(
         case, "ok", "", **info,
         throughput_ips=throughput, latency_ms=measure.summarize(timing.samples_ms),
         samples_ms=timing.samples_ms, iters=timing.iters, window_s=timing.window_s,
-        warmup_iters=timing.warmup_iters, warmup_s=timing.warmup_s,
+        warmup_iters=timing.warmup_iters, warmup_s=timing.warmup_s, host_ms_per_iter=timing.host_ms_per_iter,
         tflops=throughput * workload.flops_per_image * (3 if case.mode == "training" else 1) / 1e12,
         peak_memory_bytes=peak.get("allocated", peak.get("host_rss")), peak_memory=peak, **tele)
 

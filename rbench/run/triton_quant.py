@@ -151,7 +151,7 @@ class QuantResNet(torch.nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        x = self.stem(x)  # the stem makes the entrance copy (channels_last, padded to 4 channels)
         x = F.max_pool2d(x, **self.maxpool_args)
         x = quantize.quantize_tensor(x, self.stem_inv_scale, self.dtype)
         for block in self.blocks:

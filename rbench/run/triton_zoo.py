@@ -192,7 +192,7 @@ class TritonZooNet(nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        x = self.stem(x)  # the stem makes the entrance copy (channels_last, padded to 4 channels)
         if self.maxpool_args is not None:
             x = F.max_pool2d(x, **self.maxpool_args)
         for block in self.blocks:
