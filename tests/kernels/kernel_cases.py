@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rbench_kernels._common import interpreting
+from rbench_kernels.roofline import ConvSizes
 
 # Interpreter runs use CPU tensors; without the interpreter the kernels need a GPU.
 DEVICE = "cpu" if interpreting() or not torch.cuda.is_available() else "cuda"
@@ -38,17 +39,9 @@ TORCH_DTYPE = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float
 
 
 @dataclass(frozen=True)
-class ConvShape:
-    """One convolution: batch, channels, input size, output channels, kernel, geometry."""
+class ConvShape(ConvSizes):
+    """One convolution: roofline's sizes (batch, channels, input size, output channels, kernel), geometry."""
 
-    name: str
-    n: int
-    c: int
-    h: int
-    w: int
-    k: int
-    r: int
-    s: int
     stride: int | tuple[int, int] = 1
     padding: int | tuple[int, int] = 0
     dilation: int = 1
@@ -167,6 +160,42 @@ def conv_inputs(shape: ConvShape, dtype_name: str, residual: bool, channels_last
 def poisoned(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """A channels_last output buffer full of NaN: any element the kernel fails to write shows."""
     return torch.full(shape, float("nan"), dtype=dtype, device=DEVICE).contiguous(memory_format=torch.channels_last)
+
+
+def reference_inputs(inp: dict) -> dict:
+    """`conv_inputs`' tensors for the float64 reference: x, weight and residual in float64 (scale and
+    shift stay fp32, as the kernels take them)."""
+    return {**inp, "x": inp["x"].double(), "weight": inp["weight"].double(),
+            "residual": None if inp["residual"] is None else inp["residual"].double()}
+
+
+@dataclass
+class EpilogueCase:
+    """One shape x dtype case of the conv tests: its epilogue (`epilogue_for`), fresh inputs and a
+    NaN-filled `out=` buffer (`poisoned`)."""
+
+    shape: ConvShape
+    dtype: str
+    residual: bool
+    relu: bool
+    channels_last: bool
+    inputs: dict
+    out: torch.Tensor
+
+    @property
+    def what(self) -> str:
+        """The case in an assertion message."""
+        return (f"{self.shape} {self.dtype} residual={self.residual} relu={self.relu} "
+                f"channels_last_in={self.channels_last}")
+
+
+def epilogue_case(shape: ConvShape, dtype_name: str, turn: int, seed: int) -> EpilogueCase:
+    """The case of `shape` in `dtype_name` whose epilogue is the `turn`-th (`epilogue_for`)."""
+    residual, relu, channels_last = epilogue_for(turn, dtype_name)
+    inputs = conv_inputs(shape, dtype_name, residual, channels_last, seed=seed)
+    p, q = shape.out_hw()
+    return EpilogueCase(shape, dtype_name, residual, relu, channels_last, inputs,
+                        poisoned((shape.n, shape.k, p, q), TORCH_DTYPE[dtype_name]))
 
 
 def assert_close(y: torch.Tensor, ref: torch.Tensor, rtol: float, what: str) -> None:
