@@ -6,18 +6,8 @@ Runs the Triton kernel under TRITON_INTERPRET=1 on the CPU, or compiled on a GPU
 
 import pytest
 import torch
-from kernel_cases import (
-    DEVICE,
-    DTYPES,
-    EPILOGUES,
-    SHAPES,
-    TORCH_DTYPE,
-    assert_close,
-    conv_inputs,
-    epilogue_for,
-    needs_device,
-    poisoned,
-)
+from kernel_cases import DEVICE, DTYPES, EPILOGUES, SHAPES, assert_close, conv_inputs, epilogue_case, needs_device
+from kernel_cases import reference_inputs as doubled
 
 import rbench_kernels as rk
 from rbench_kernels import reference
@@ -26,28 +16,21 @@ pytestmark = [needs_device, pytest.mark.interpreter]
 
 
 def _truth(inp: dict, shape, relu: bool) -> torch.Tensor:
-    return reference.conv_bn_act(
-        inp["x"].double(), inp["weight"].double(), inp["scale"], inp["shift"], stride=shape.stride,
-        padding=shape.padding, dilation=shape.dilation, groups=shape.groups,
-        residual=None if inp["residual"] is None else inp["residual"].double(), relu=relu,
-    )
+    return reference.conv_bn_act(**doubled(inp), stride=shape.stride, padding=shape.padding, dilation=shape.dilation,
+                                 groups=shape.groups, relu=relu)
 
 
 @pytest.mark.parametrize("dtype, rtol", DTYPES)
 @pytest.mark.parametrize("index", range(len(SHAPES)), ids=[s.name for s in SHAPES])
 def test_conv_bn_act(index: int, dtype: str, rtol: float) -> None:
-    shape = SHAPES[index]
-    residual, relu, channels_last = epilogue_for(index, dtype)
-    inp = conv_inputs(shape, dtype, residual, channels_last, seed=index)
-    p, q = shape.out_hw()
-    out = poisoned((shape.n, shape.k, p, q), TORCH_DTYPE[dtype])
+    case = epilogue_case(SHAPES[index], dtype, index, seed=index)
+    shape = case.shape
     y = rk.conv_bn_act(
-        **inp, stride=shape.stride, padding=shape.padding, dilation=shape.dilation, groups=shape.groups,
-        relu=relu, allow_tf32=dtype == "tf32", out=out,
+        **case.inputs, stride=shape.stride, padding=shape.padding, dilation=shape.dilation, groups=shape.groups,
+        relu=case.relu, allow_tf32=dtype == "tf32", out=case.out,
     )
-    assert y is out
-    what = f"{shape} {dtype} residual={residual} relu={relu} channels_last_in={channels_last}"
-    assert_close(y, _truth(inp, shape, relu), rtol, what)
+    assert y is case.out
+    assert_close(y, _truth(case.inputs, shape, case.relu), rtol, case.what)
 
 
 @pytest.mark.parametrize("residual, relu, channels_last", EPILOGUES)

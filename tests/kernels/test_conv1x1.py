@@ -2,17 +2,8 @@
 
 import pytest
 import torch
-from kernel_cases import (
-    DEVICE,
-    DTYPES,
-    SHAPES,
-    TORCH_DTYPE,
-    assert_close,
-    conv_inputs,
-    epilogue_for,
-    needs_device,
-    poisoned,
-)
+from kernel_cases import DEVICE, DTYPES, SHAPES, assert_close, conv_inputs, epilogue_case, needs_device
+from kernel_cases import reference_inputs as doubled
 
 import rbench_kernels as rk
 from rbench_kernels import reference
@@ -25,21 +16,15 @@ INDICES = [i for i, s in enumerate(SHAPES) if s.is_1x1]
 @pytest.mark.parametrize("dtype, rtol", DTYPES)
 @pytest.mark.parametrize("index", INDICES, ids=[SHAPES[i].name for i in INDICES])
 def test_conv1x1_bn_act(index: int, dtype: str, rtol: float) -> None:
-    shape = SHAPES[index]
     # a different epilogue than test_conv picks for the same case
-    residual, relu, channels_last = epilogue_for(index + 1, dtype)
-    inp = conv_inputs(shape, dtype, residual, channels_last, seed=100 + index)
+    case = epilogue_case(SHAPES[index], dtype, index + 1, seed=100 + index)
+    shape, inp = case.shape, case.inputs
     if index % 2:  # both weight forms the contract allows
         inp["weight"] = inp["weight"].reshape(shape.k, shape.c)
-    p, q = shape.out_hw()
-    out = poisoned((shape.n, shape.k, p, q), TORCH_DTYPE[dtype])
-    y = rk.conv1x1_bn_act(**inp, stride=shape.stride, relu=relu, allow_tf32=dtype == "tf32", out=out)
-    assert y is out
-    ref = reference.conv1x1_bn_act(
-        inp["x"].double(), inp["weight"].double(), inp["scale"], inp["shift"], stride=shape.stride,
-        residual=None if inp["residual"] is None else inp["residual"].double(), relu=relu,
-    )
-    assert_close(y, ref, rtol, f"{shape} {dtype} residual={residual} relu={relu} channels_last_in={channels_last}")
+    y = rk.conv1x1_bn_act(**inp, stride=shape.stride, relu=case.relu, allow_tf32=dtype == "tf32", out=case.out)
+    assert y is case.out
+    ref = reference.conv1x1_bn_act(**doubled(inp), stride=shape.stride, relu=case.relu)
+    assert_close(y, ref, rtol, case.what)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
