@@ -168,13 +168,15 @@ def _threshold(explicit: float | None, new_src: ResultFile | None, base_src: Res
     return stats.DEFAULT_THRESHOLD
 
 
+def _difference_parts(mismatches: Mapping[str, set[tuple[Any, Any]]]) -> list[str]:
+    """`field: base's (base) vs new's (new)` for every identity difference, in a stable order."""
+    return [f"{k}: {b!r} (base) vs {n!r} (new)" for k, pairs in sorted(mismatches.items())
+            for b, n in sorted(pairs, key=str)]
+
+
 def _mismatch_message(diffs: dict[str, set[tuple[Any, Any]]], base: Sequence[ResultFile], new: Sequence[ResultFile]) -> str:
-    parts = []
-    for k, pairs in sorted(diffs.items()):
-        for b, n in sorted(pairs, key=str):
-            parts.append(f"{k}: {b!r} (base) vs {n!r} (new)")
     return ("base and new were measured on different machines or software, so their timings are not "
-            f"comparable: {'; '.join(parts)}. Base: {', '.join(str(s.path) for s in base)}; new: "
+            f"comparable: {'; '.join(_difference_parts(diffs))}. Base: {', '.join(str(s.path) for s in base)}; new: "
             f"{', '.join(str(s.path) for s in new)}. Compare anyway with --across-machines.")
 
 
@@ -182,69 +184,20 @@ def compare(base: Sequence[ResultFile], new: Sequence[ResultFile], threshold: fl
             across_machines: bool = False, memory_threshold: float = stats.MEMORY_THRESHOLD,
             energy_threshold: float = stats.ENERGY_THRESHOLD) -> Comparison:
     """Match NEW's cases to BASE's and judge each. Raises MachineMismatch or CompareError (see module doc)."""
-    notes: list[str] = []
-    candidates: dict[ResultFile, list[ResultFile]] = {}
-    mismatches: dict[str, set[tuple[Any, Any]]] = {}
-    for ns in new:
-        same_kind = [bs for bs in base if bs.kind == ns.kind]
-        same = [bs for bs in same_kind if not differences(bs.identity, ns.identity)]
-        if across_machines:
-            candidates[ns] = same_kind
-            for bs in same_kind:
-                for k, pair in differences(bs.identity, ns.identity).items():
-                    mismatches.setdefault(k, set()).add(pair)
-        elif same:
-            candidates[ns] = same
-            others = len(same_kind) - len(same)
-            if others:
-                notes.append(f"{others} base file(s) from other machines or software ignored for {ns.path}")
-        else:
-            overlapping = [bs for bs in same_kind if set(bs.items) & set(ns.items)] or same_kind
-            for bs in overlapping:
-                for k, pair in differences(bs.identity, ns.identity).items():
-                    mismatches.setdefault(k, set()).add(pair)
-            candidates[ns] = []
+    candidates, mismatches, notes = _match_files(base, new, across_machines)
     if mismatches and not across_machines:
         raise MachineMismatch(_mismatch_message(mismatches, base, new))
     if mismatches:
-        notes.append("compared across machines: " + "; ".join(
-            f"{k}: {b!r} (base) vs {n!r} (new)" for k, pairs in sorted(mismatches.items()) for b, n in sorted(pairs, key=str)))
-    for src in new:
-        if src.kind == RBENCH and src.status != "complete":
-            notes.append(f"new run {src.path} is {src.status}: its missing cases are listed as missing")
+        notes.append("compared across machines: " + "; ".join(_difference_parts(mismatches)))
+    notes += [f"new run {src.path} is {src.status}: its missing cases are listed as missing"
+              for src in new if src.kind == RBENCH and src.status != "complete"]
 
-    new_by_key: dict[tuple, list[tuple[ResultFile, Item]]] = {}
-    for ns in new:
-        for key, item in ns.items.items():
-            new_by_key.setdefault(key, []).append((ns, item))
+    new_by_key = _cases_by_key(new)
     new_suites = {ns.suite for ns in new}
-    rows: list[Row] = []
-    seen_base: set[tuple] = set()
-    for key, options in new_by_key.items():
-        ns, ni = _pick(options, new_suites)
-        base_options = [(bs, bs.items[key]) for bs in candidates[ns] if key in bs.items]
-        if not base_options:
-            rows.append(Row(key, ni.label, "new", None, ni, _threshold(threshold, ns, None)))
-            continue
-        bs, bi = _pick(base_options, new_suites, ns.identity)
-        seen_base.add(key)
-        row = _judge(key, bi, ni, _threshold(threshold, ns, bs))
-        if bi.status == ni.status == "ok":
-            row.memory = stats.memory_verdict(bi.peak_memory_bytes, ni.peak_memory_bytes, memory_threshold)
-            short = [side for side, item in (("base", bi), ("new", ni)) if "window_too_short" in item.flags]
-            row.energy = stats.energy_verdict(bi.power, ni.power, energy_threshold, uncertain=(
-                f"timed window too short for the energy figure ({', '.join(short)})" if short else ""))
-        rows.append(row)
-    # Missing: cases of the base files that correspond to NEW's suites (or all, for other kinds).
+    rows, seen_base = _judge_new_cases(new_by_key, candidates, new_suites, threshold, memory_threshold,
+                                       energy_threshold)
     relevant = {bs for ns in new for bs in candidates[ns]}
-    suites_in_base = {bs.suite for bs in relevant}
-    for bs in sorted(relevant, key=lambda s: str(s.path)):
-        if bs.kind == RBENCH and new_suites & suites_in_base and bs.suite not in new_suites:
-            continue
-        for key, bi in bs.items.items():
-            if key not in new_by_key and key not in seen_base:
-                seen_base.add(key)
-                rows.append(Row(key, bi.label, "missing", bi, None, _threshold(threshold, None, bs)))
+    rows += _missing_rows(relevant, new_suites, new_by_key, seen_base, threshold)
     if not any(r.base is not None and r.new is not None for r in rows):
         raise CompareError(f"no case of new ({', '.join(str(s.path) for s in new)}) is in base "
                            f"({', '.join(str(s.path) for s in base)}): {len(rows)} cases, none in common")
@@ -257,6 +210,96 @@ def compare(base: Sequence[ResultFile], new: Sequence[ResultFile], threshold: fl
         new_machines=sorted({s.machine for s in new}), rows=rows, notes=notes,
         across_machines=across_machines, threshold_source=source, memory_threshold=memory_threshold,
         energy_threshold=energy_threshold)
+
+
+def _match_files(base: Sequence[ResultFile], new: Sequence[ResultFile], across_machines: bool
+                 ) -> tuple[dict[ResultFile, list[ResultFile]], dict[str, set[tuple[Any, Any]]], list[str]]:
+    """The BASE files each NEW file is judged against, the identity differences that stand in the way, notes.
+
+    A NEW file is judged against the BASE files of its kind measured on the same machine and software
+    (every one of its kind with `across_machines`, the differences then noted). Where none is, the
+    differences of the files that share cases with it (else of all of its kind) are the mismatch."""
+    notes: list[str] = []
+    candidates: dict[ResultFile, list[ResultFile]] = {}
+    mismatches: dict[str, set[tuple[Any, Any]]] = {}
+    for ns in new:
+        same_kind = [bs for bs in base if bs.kind == ns.kind]
+        same = [bs for bs in same_kind if not differences(bs.identity, ns.identity)]
+        if across_machines:
+            candidates[ns] = same_kind
+            _add_differences(mismatches, same_kind, ns)
+        elif same:
+            candidates[ns] = same
+            others = len(same_kind) - len(same)
+            if others:
+                notes.append(f"{others} base file(s) from other machines or software ignored for {ns.path}")
+        else:
+            _add_differences(mismatches, [bs for bs in same_kind if set(bs.items) & set(ns.items)] or same_kind, ns)
+            candidates[ns] = []
+    return candidates, mismatches, notes
+
+
+def _add_differences(mismatches: dict[str, set[tuple[Any, Any]]], base_files: Iterable[ResultFile],
+                     ns: ResultFile) -> None:
+    for bs in base_files:
+        for k, pair in differences(bs.identity, ns.identity).items():
+            mismatches.setdefault(k, set()).add(pair)
+
+
+def _cases_by_key(files: Sequence[ResultFile]) -> dict[tuple, list[tuple[ResultFile, Item]]]:
+    """Every case of `files` by its key, with each file that measured it (several may)."""
+    by_key: dict[tuple, list[tuple[ResultFile, Item]]] = {}
+    for src in files:
+        for key, item in src.items.items():
+            by_key.setdefault(key, []).append((src, item))
+    return by_key
+
+
+def _judge_new_cases(new_by_key: dict[tuple, list[tuple[ResultFile, Item]]],
+                     candidates: dict[ResultFile, list[ResultFile]], new_suites: set[str | None],
+                     threshold: float | None, memory_threshold: float, energy_threshold: float
+                     ) -> tuple[list[Row], set[tuple]]:
+    """A row for each NEW case (`new` where no candidate base file has it), and the keys found in base."""
+    rows: list[Row] = []
+    seen_base: set[tuple] = set()
+    for key, options in new_by_key.items():
+        ns, ni = _pick(options, new_suites)
+        base_options = [(bs, bs.items[key]) for bs in candidates[ns] if key in bs.items]
+        if not base_options:
+            rows.append(Row(key, ni.label, "new", None, ni, _threshold(threshold, ns, None)))
+            continue
+        bs, bi = _pick(base_options, new_suites, ns.identity)
+        seen_base.add(key)
+        row = _judge(key, bi, ni, _threshold(threshold, ns, bs))
+        if bi.status == ni.status == "ok":
+            _judge_resources(row, bi, ni, memory_threshold, energy_threshold)
+        rows.append(row)
+    return rows, seen_base
+
+
+def _judge_resources(row: Row, base: Item, new: Item, memory_threshold: float, energy_threshold: float) -> None:
+    """The peak-memory and J/image verdicts of a case ok on both sides, beside its timing verdict."""
+    row.memory = stats.memory_verdict(base.peak_memory_bytes, new.peak_memory_bytes, memory_threshold)
+    short = [side for side, item in (("base", base), ("new", new)) if "window_too_short" in item.flags]
+    row.energy = stats.energy_verdict(base.power, new.power, energy_threshold, uncertain=(
+        f"timed window too short for the energy figure ({', '.join(short)})" if short else ""))
+
+
+def _missing_rows(relevant: set[ResultFile], new_suites: set[str | None],
+                  new_by_key: Mapping[tuple, Any], seen_base: set[tuple], threshold: float | None) -> list[Row]:
+    """Cases of the base files NEW was judged against that NEW lacks: those of NEW's suites (or all, for
+    other kinds of file), each once."""
+    rows: list[Row] = []
+    seen = set(seen_base)
+    suites_in_base = {bs.suite for bs in relevant}
+    for bs in sorted(relevant, key=lambda s: str(s.path)):
+        if bs.kind == RBENCH and new_suites & suites_in_base and bs.suite not in new_suites:
+            continue
+        for key, bi in bs.items.items():
+            if key not in new_by_key and key not in seen:
+                seen.add(key)
+                rows.append(Row(key, bi.label, "missing", bi, None, _threshold(threshold, None, bs)))
+    return rows
 
 
 def _rank(r: Row) -> tuple:
