@@ -19,9 +19,12 @@ from rbench.hw.base import (
     Query,
     TelemetrySource,
     Unavailable,
+    library_inventory,
     library_reason,
     number,
     pci_bus_id,
+    shut_down_on_error,
+    shut_down_quietly,
     unavailable,
     visible_devices,
 )
@@ -131,33 +134,27 @@ def amdsmi_gpu(smi: Any, handle: Any) -> dict[str, Any]:
 
 def amdsmi_inventory(torch_indices: Iterable[int]) -> dict[str, Any]:
     """The AMD driver and every GPU amdsmi sees; `torch_index` marks those this process can use."""
+    return library_inventory(load_amdsmi, "amdsmi_shut_down", lambda smi: _read_inventory(smi, torch_indices))
+
+
+def _read_inventory(smi: Any, torch_indices: Iterable[int]) -> dict[str, Any]:
     try:
-        smi = load_amdsmi()
-    except LibraryUnavailable as e:
-        return {"driver": unavailable(str(e)), "gpus": []}
-    try:
+        handles = list(smi.amdsmi_get_processor_handles())
+    except Exception as e:  # noqa: BLE001
+        return {"driver": unavailable(f"amdsmi_get_processor_handles: {library_reason(e)}"), "gpus": []}
+    gpus = [{"amdsmi_index": i, **amdsmi_gpu(smi, h)} for i, h in enumerate(handles)]
+    for t in torch_indices:
         try:
-            handles = list(smi.amdsmi_get_processor_handles())
-        except Exception as e:  # noqa: BLE001
-            return {"driver": unavailable(f"amdsmi_get_processor_handles: {library_reason(e)}"), "gpus": []}
-        gpus = [{"amdsmi_index": i, **amdsmi_gpu(smi, h)} for i, h in enumerate(handles)]
-        for t in torch_indices:
-            try:
-                handle, how = amdsmi_handle(smi, t)
-                bdf = smi.amdsmi_get_gpu_device_bdf(handle)
-            except Exception:  # noqa: BLE001
-                continue
-            for g in gpus:
-                if g.get("pci_bus_id") == bdf:
-                    g.update(torch_index=t, mapped_by=how)
-        versions = {g.get("driver_version") for g in gpus} - {None}
-        driver = {"source": "amdsmi", "version": ", ".join(sorted(versions)) or None}
-        return {"driver": driver, "gpus": gpus}
-    finally:
-        try:
-            smi.amdsmi_shut_down()
+            handle, how = amdsmi_handle(smi, t)
+            bdf = smi.amdsmi_get_gpu_device_bdf(handle)
         except Exception:  # noqa: BLE001
-            pass
+            continue
+        for g in gpus:
+            if g.get("pci_bus_id") == bdf:
+                g.update(torch_index=t, mapped_by=how)
+    versions = {g.get("driver_version") for g in gpus} - {None}
+    driver = {"source": "amdsmi", "version": ", ".join(sorted(versions)) or None}
+    return {"driver": driver, "gpus": gpus}
 
 
 # Telemetry.
@@ -246,19 +243,13 @@ class AmdsmiSource(TelemetrySource):
         return sorted(pids - {me}) if me in pids else sorted(pids)[1:]
 
     def close(self) -> None:
-        try:
-            self.smi.amdsmi_shut_down()
-        except Exception:  # noqa: BLE001
-            pass
+        shut_down_quietly(self.smi, "amdsmi_shut_down")
 
 
 def monitor(device: Any, rate_hz: float) -> SamplingMonitor:
     """The amdsmi monitor of `device`; raises LibraryUnavailable when amdsmi cannot start."""
     smi = load_amdsmi()
-    try:
+    with shut_down_on_error(smi, "amdsmi_shut_down"):
         handle, how = amdsmi_handle(smi, device.index)
         source = AmdsmiSource(smi, handle, torch_index=device.index, mapped_by=how)
-    except Exception:
-        smi.amdsmi_shut_down()
-        raise
     return SamplingMonitor(device, source, rate_hz)

@@ -8,9 +8,10 @@ optional: `LibraryUnavailable` carries why one cannot be used.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -159,6 +160,36 @@ def text(value: Any) -> Any:
 def library_reason(exc: BaseException) -> str:
     """A vendor library's failure as one line (for `unavailable` reasons)."""
     return one_line(exc, 200)
+
+def shut_down_quietly(library: Any, function: str) -> None:
+    """Call a started library's shut-down `function`, ignoring its failure: once done with it there is
+    nothing left to do about one."""
+    try:
+        getattr(library, function)()
+    except Exception:  # noqa: BLE001
+        pass
+
+@contextlib.contextmanager
+def shut_down_on_error(library: Any, function: str) -> Iterator[None]:
+    """Inside: setting up on a started library; a failure shuts the library down before it goes on."""
+    try:
+        yield
+    except Exception:
+        getattr(library, function)()
+        raise
+
+def library_inventory(load: Callable[[], Any], shut_down: str,
+                      read: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """`read(library)` between `load()` and the library's `shut_down` function; where the library
+    cannot start, `{"driver": unavailable(why), "gpus": []}`."""
+    try:
+        library = load()
+    except LibraryUnavailable as e:
+        return {"driver": unavailable(str(e)), "gpus": []}
+    try:
+        return read(library)
+    finally:
+        shut_down_quietly(library, shut_down)
 
 def number(v: Any) -> float | None:
     """`v` if it is a real number (not a bool, not "N/A"), else None."""

@@ -20,8 +20,11 @@ from rbench.hw.base import (
     Query,
     TelemetrySource,
     Unavailable,
+    library_inventory,
     library_reason,
     pci_bus_id,
+    shut_down_on_error,
+    shut_down_quietly,
     text,
     unavailable,
     visible_devices,
@@ -198,38 +201,32 @@ def _cuda_version(v: Any) -> str | None:
 
 def nvml_inventory(torch_indices: Iterable[int]) -> dict[str, Any]:
     """The NVIDIA driver and every GPU NVML sees; `torch_index` marks those this process can use."""
-    try:
-        nvml = load_nvml()
-    except LibraryUnavailable as e:
-        return {"driver": unavailable(str(e)), "gpus": []}
-    try:
-        q = Query(nvml, lambda e: nvml_reason(nvml, e))
-        driver = {"source": "nvml", "version": q("version", "nvmlSystemGetDriverVersion"),
-                  "cuda_driver": q("cuda_driver", "nvmlSystemGetCudaDriverVersion", convert=_cuda_version),
-                  "nvml": q("nvml", "nvmlSystemGetNVMLVersion")}
-        if q.unavailable:
-            driver["unavailable"] = q.unavailable
-        gpus = []
-        for i in range(q("count", "nvmlDeviceGetCount", convert=int) or 0):
-            try:
-                gpus.append({"nvml_index": i, **nvml_gpu(nvml, nvml.nvmlDeviceGetHandleByIndex(i))})
-            except Exception as e:  # noqa: BLE001
-                gpus.append({"nvml_index": i, **unavailable(nvml_reason(nvml, e))})
-        for t in torch_indices:
-            try:
-                handle, how = nvml_handle(nvml, t)
-                uuid = text(nvml.nvmlDeviceGetUUID(nvml_parent(nvml, handle)[0]))
-            except Exception:  # noqa: BLE001 - unmapped: no torch_index on any entry
-                continue
-            for g in gpus:
-                if g.get("uuid") == uuid:
-                    g.update(torch_index=t, mapped_by=how)
-        return {"driver": driver, "gpus": gpus}
-    finally:
+    return library_inventory(load_nvml, "nvmlShutdown", lambda nvml: _read_inventory(nvml, torch_indices))
+
+
+def _read_inventory(nvml: Any, torch_indices: Iterable[int]) -> dict[str, Any]:
+    q = Query(nvml, lambda e: nvml_reason(nvml, e))
+    driver = {"source": "nvml", "version": q("version", "nvmlSystemGetDriverVersion"),
+              "cuda_driver": q("cuda_driver", "nvmlSystemGetCudaDriverVersion", convert=_cuda_version),
+              "nvml": q("nvml", "nvmlSystemGetNVMLVersion")}
+    if q.unavailable:
+        driver["unavailable"] = q.unavailable
+    gpus = []
+    for i in range(q("count", "nvmlDeviceGetCount", convert=int) or 0):
         try:
-            nvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass
+            gpus.append({"nvml_index": i, **nvml_gpu(nvml, nvml.nvmlDeviceGetHandleByIndex(i))})
+        except Exception as e:  # noqa: BLE001
+            gpus.append({"nvml_index": i, **unavailable(nvml_reason(nvml, e))})
+    for t in torch_indices:
+        try:
+            handle, how = nvml_handle(nvml, t)
+            uuid = text(nvml.nvmlDeviceGetUUID(nvml_parent(nvml, handle)[0]))
+        except Exception:  # noqa: BLE001 - unmapped: no torch_index on any entry
+            continue
+        for g in gpus:
+            if g.get("uuid") == uuid:
+                g.update(torch_index=t, mapped_by=how)
+    return {"driver": driver, "gpus": gpus}
 
 
 # Telemetry.
@@ -346,21 +343,15 @@ class NvmlSource(TelemetrySource):
         return sorted(pids)[1:] if len(pids) > 1 else []
 
     def close(self) -> None:
-        try:
-            self.nvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass
+        shut_down_quietly(self.nvml, "nvmlShutdown")
 
 
 def monitor(device: Any, rate_hz: float) -> SamplingMonitor:
     """The NVML monitor of `device`; raises LibraryUnavailable when NVML cannot start."""
     nvml = load_nvml()
-    try:
+    with shut_down_on_error(nvml, "nvmlShutdown"):
         handle, how = nvml_handle(nvml, device.index)
         parent, is_mig = nvml_parent(nvml, handle)
         source = NvmlSource(nvml, parent, torch_index=device.index, mapped_by=how,
                             mig_handle=handle if is_mig else None)
-    except Exception:
-        nvml.nvmlShutdown()
-        raise
     return SamplingMonitor(device, source, rate_hz)
