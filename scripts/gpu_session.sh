@@ -57,14 +57,14 @@ declare -A DRY_ARGS=([flagship]="--filter resnet50/bs1/224px/fp32/eager/inferenc
 # Kernel tests on a few shapes (stem, a stride-2 1x1, a 1x1 expand, add_act) in fp16.
 QUICK_K="(test_conv_bn_act or test_conv1x1_bn_act or test_add_act) and fp16 and (stem_7x7s2 or r18_l2_down or r50_l1_expand or contig)"
 if [ "$DRY" != 1 ] && grep -Eq '^[[:space:]]*"quick[:"]' pyproject.toml; then
-  QUICK=(tests/kernels -m quick)
+  QUICK=(tests/kernels tests/test_cuda_graph.py -m quick)
 else
   QUICK=(tests/kernels -k "$QUICK_K")
 fi
 if [ "$DRY" = 1 ]; then
   FULL=(tests/test_triton_backend.py -k "test_every_resnet_converts_to_one_kernel_per_convolution and resnet18")
 else
-  FULL=(tests/kernels tests/test_triton_backend.py --deselect tests/kernels/test_check.py)
+  FULL=(tests/kernels tests/test_triton_backend.py tests/test_cuda_graph.py --deselect tests/kernels/test_check.py)
 fi
 
 mkdir -p "$OUT" "$RUNS/logs" "$RUNS/state" || exit 2

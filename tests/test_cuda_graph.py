@@ -127,6 +127,7 @@ def test_the_record_carries_the_graphs_warning_beside_the_telemetrys(monkeypatch
     assert record["cuda_graph"] is False and record["host_ms_per_iter"] > 0
 
 
+@pytest.mark.quick  # in the GPU session's first stage: the capture is proven before anything is timed with it
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; the CPU twins above stand in for the "
                     "capture (test_a_checked_graph_is_replayed_with_each_input_copied_in)")
 def test_a_resnet_on_the_kernels_captures_and_replays_bit_for_bit_on_a_gpu():
@@ -134,7 +135,7 @@ def test_a_resnet_on_the_kernels_captures_and_replays_bit_for_bit_on_a_gpu():
     from rbench.run import models, triton_zoo
 
     device = detect.detect("cuda")
-    c = Case("resnet50", 2, 224, "fp16", "triton", "inference", "channels_last", "cuda")
+    c = Case("resnet18", 2, 224, "fp16", "triton", "inference", "channels_last", "cuda")
     workload = models.build(c, device.torch_device)
     module = triton_zoo.convert(workload.model)
     step_info: dict = {}

@@ -69,7 +69,8 @@ def capture(forward: Callable[[torch.Tensor], torch.Tensor], example: torch.Tens
     device.synchronize()
     device.reset_peak_memory()  # the capture allocates what one eager forward pass would
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    # thread_local: only this thread's calls can break the capture (the telemetry sampler's NVML reads never do)
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         static_output = forward(static_input)
     device.synchronize()
     return Graphed(graph, static_input, static_output, capture_peak=dict(device.peak_memory()))
