@@ -86,3 +86,29 @@ def test_maxbatch_on_a_cpu_with_a_memory_limit_finds_a_batch_whose_next_doubling
     assert probes[top]["status"] == "ok" and doubled // 2 <= top < answer["first_oom_batch"] <= doubled
     assert probes[answer["first_oom_batch"]]["status"] == "oom"
     assert [p["batch_size"] for p in answer["probes"]] == [r["batch_size"] for r in run.records[:-1]]
+
+
+def test_a_maxbatch_run_file_resumes_with_its_searches_alone(tmp_path):
+    """`rbench run --resume` of an `rbench maxbatch` file must not start the suite's closed loops."""
+    from rbench.run import session
+
+    suite = tmp_path / "mb.yaml"
+    suite.write_text("{name: mb, models: [resnet18, resnet34], batch_sizes: [1, 2], image_size: 32, precisions: [fp32], "
+                     "backends: [eager], modes: [inference]}\n")
+    opened = session.open_session(str(suite), tmp_path / "out", "cpu", max_batch_only=True, argv=[])
+    searches = {c.id for c in opened.todo}
+    assert len(searches) == 2 and all(c.scenario == "max_batch" and c.batch_size is None for c in opened.todo)
+    assert results.read_run(opened.path).header["max_batch_only"] is True
+    resumed = session.resume_session(opened.path)
+    assert {c.id for c in resumed.todo} == searches  # not the 4 closed-loop cases of the suite
+    plain = session.open_session(str(suite), tmp_path / "out", "cpu", argv=[])
+    assert len(plain.todo) == 4 and "max_batch_only" not in results.read_run(plain.path).header
+
+
+def test_strict_does_not_count_the_probes_that_ran_out_of_memory(monkeypatch):
+    from rbench.cli import run_commands
+
+    probe_oom = {"status": "oom", "max_batch_probe": True}
+    loop_oom = {"status": "oom"}
+    assert not run_commands.strict_failures([probe_oom, {"status": "ok"}])
+    assert run_commands.strict_failures([probe_oom, loop_oom]) == [loop_oom]

@@ -8,7 +8,6 @@ command of their own: they are suite cases (`scenarios:`), run by `rbench run`.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any
 
 from rbench.cli.common import UsageError, console, say
@@ -35,14 +34,11 @@ def answers_table(records: list[dict[str, Any]]) -> Any:
 def cmd_maxbatch(args: argparse.Namespace) -> int:
     from rbench.console import progress
     from rbench.run import isolation, session
-    from rbench.scenario_spec import MAX_BATCH
 
     try:
-        s = session.open_session(args.suite, args.out, args.device)
+        s = session.open_session(args.suite, args.out, args.device, max_batch_only=True)
     except session.SessionError as e:
         raise UsageError(f"rbench maxbatch: {e}") from None
-    searches = dataclasses.replace(s.profile, max_batch=True, scenarios=()).cases(s.device.kind)
-    s.cases = s.todo = [c for c in searches if c.scenario == MAX_BATCH]
     say(f"{s.suite.name}: max-batch search of {len(s.todo)} cases on {s.device.name} ({s.device.kind}); "
         f"results -> {s.path}", out=console)
     executor = (isolation.InProcess(s.device.kind) if args.isolation == "none"

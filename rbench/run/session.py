@@ -7,6 +7,7 @@ in which case only the cases without a record are measured, with the suite as st
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from rbench.hw import detect
 from rbench.hw.base import Device
 from rbench.names import printable
 from rbench.run import distributed_launch, models, runner
+from rbench.scenario_spec import MAX_BATCH
 
 
 class SessionError(ValueError):
@@ -85,24 +87,34 @@ def _device(kind: str, where: str) -> Device:
         raise SessionError(f"{where}: {e}") from None
 
 
+def _only_max_batch(cases: list[spec.Case]) -> list[spec.Case]:
+    return [c for c in cases if c.scenario == MAX_BATCH]
+
+
 def open_session(suite_path: str | None, out_dir: str | Path, device: str | None = None,
                  patterns: Sequence[str] = (), argv: Sequence[str] | None = None,
-                 launch: distributed_launch.Launch | None = None) -> Session:
-    """Start a new run of the suite at `suite_path` into a new run file under `out_dir`."""
+                 launch: distributed_launch.Launch | None = None, max_batch_only: bool = False) -> Session:
+    """Start a new run of the suite at `suite_path` into a new run file under `out_dir`.
+
+    `max_batch_only` (`rbench maxbatch`): only the suite's max-batch searches; the header says so, and the
+    suite it stores is the one searched, so that `rbench run --resume` goes on with the searches alone."""
     if not suite_path:
         raise SessionError("give a suite file (e.g. suites/smoke.yaml) or --resume RUNFILE")
     suite = spec.load(suite_path, models.names())
+    if max_batch_only:
+        suite = dataclasses.replace(suite, max_batch=True, scenarios=())
     where = "--device" if device else f"{suite_path}: field 'device'"
     dev = _device(device or suite.device, where)
     profile = suite.for_device(dev.kind)
     ranks = distributed_launch.plan(profile.cases(dev.kind), dev, launch)  # nproc_per_node capped; every rank's device
-    cases = ranks.cases
+    cases = _only_max_batch(ranks.cases) if max_batch_only else ranks.cases
     _check_filter(patterns, cases, suite)
     path = results.default_path(out_dir, suite.name, dev.kind)
     env = {**detect.environment(dev), **ranks.env}
     try:  # created exclusively: two runs started in the same second get two files
         writer = results.RunWriter.create(path, suite.to_dict(), env, device_kind=dev.kind, suite_path=str(suite_path),
-                                          argv=list(argv if argv is not None else sys.argv), filter=list(patterns), **ranks.header)
+                                          argv=list(argv if argv is not None else sys.argv), filter=list(patterns),
+                                          **({"max_batch_only": True} if max_batch_only else {}), **ranks.header)
     except results.RunWriteError as e:
         raise SessionError(f"cannot start the run file: {e}") from None
     return Session(writer.path, writer, suite, profile, dev, cases, list(cases), patterns=tuple(patterns))
@@ -125,6 +137,8 @@ def resume_session(run_path: str | Path, patterns: Sequence[str] | None = None,
     dev = _device(previous.header.get("device_kind", "auto"), f"{run_path}: device_kind")
     profile = suite.for_device(dev.kind)
     cases = distributed_launch.plan(profile.cases(dev.kind), dev, launch, identify=False).cases
+    if previous.header.get("max_batch_only"):  # an `rbench maxbatch` run: its searches, not the suite's loops
+        cases = _only_max_batch(cases)
     stored = tuple(previous.header.get("filter") or ())
     chosen = tuple(patterns) if patterns else stored
     # A new --filter on resume may select cases the first filter skipped: those are measured now.
