@@ -262,6 +262,15 @@ def test_failure_names_the_rank_that_ended_the_case():
     state = {"host": "h", "state": "running"}
     died = distributed_record.failure(case(2), {0: {**state, "rank": 0}, 1: {**state, "rank": 1}}, exits, 1, "", 2)
     assert died["status"] == "error" and died["reason"].startswith("rank 1 of 2 (h) died (signal SIGKILL)")
+    # The same SIGKILL while the OOM killer ran (MemoryWatch's evidence, as for a single worker) is the case's oom.
+    evidence = "oom_kill in /sys/fs/cgroup/memory.events rose 1 -> 2"
+    oom_killed = distributed_record.failure(case(2), {0: {**state, "rank": 0}, 1: {**state, "rank": 1}}, exits, 1, "", 2,
+                                            oom_evidence=evidence)
+    assert oom_killed["status"] == "oom" and oom_killed["reason"].startswith("rank 1 of 2 (h) was killed (signal SIGKILL)")
+    assert evidence in oom_killed["reason"]
+    term = distributed_record.failure(case(2), {0: {**state, "rank": 0}}, {0: -signal.SIGSEGV}, 1, "", 2,
+                                      oom_evidence=evidence)
+    assert term["status"] == "error"  # a crash is not the OOM killer's, whatever memory did meanwhile
     raised = {0: {**state, "rank": 0, "state": "failed", "status": "error", "reason": "RuntimeError: peer gone", "time": 2},
               1: {**state, "rank": 1, "state": "failed", "status": "oom", "reason": "OutOfMemoryError: 2 GiB", "time": 1}}
     oom = distributed_record.failure(case(2), raised, {0: 1, 1: 1}, 1, "", 2)

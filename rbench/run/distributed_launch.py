@@ -25,7 +25,7 @@ from typing import Any
 
 from rbench import results
 from rbench.names import one_line, slug
-from rbench.run import distributed_record
+from rbench.run import distributed_record, isolation
 from rbench.run.distributed import PROCESS_GROUPS, RESULT, STATE
 from rbench.spec import Case, Policy
 
@@ -172,6 +172,8 @@ class Torchrun:
     proc: subprocess.Popen | None = None
     out: Path | None = None
     interrupted: str = ""
+    memory: Any = None  # isolation.MemoryWatch (tests stand in for the kernel's counters)
+    oom_evidence: str = ""  # what the last launch's MemoryWatch saw: the OOM killer ran, or memory ran out
 
     def run(self, case: Case, policy: Policy) -> dict[str, Any]:
         if self.interrupted:
@@ -210,7 +212,7 @@ class Torchrun:
         if code == 0 and result.is_file():
             return distributed_record.combine(case, json.loads(result.read_text()))
         return distributed_record.failure(case, states, distributed_record.torchrun_failures(log), code,
-                                          _last_words(log), world)
+                                          _last_words(log), world, oom_evidence=self.oom_evidence)
 
     def _start_and_wait(self, cmd: list[str], case: Case, out: Path, timeout_s: float) -> tuple[int | None, str]:
         """(torchrun's exit code, or None past `timeout_s`; what it and the ranks printed to the log)."""
@@ -232,11 +234,13 @@ class Torchrun:
                 log.close()
         self.out = out
         code: int | None = None
+        watch = (self.memory or isolation.MemoryWatch()).start(self.proc.pid)  # the ranks share torchrun's cgroup
         try:
             code = self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             pass
         finally:
+            self.oom_evidence = watch.stop()
             if code != 0 or self.interrupted:  # past the time-out, interrupted, or failed: leave no rank behind
                 self.kill()
             self.proc = self.out = None

@@ -123,11 +123,13 @@ def _how(code: int) -> str:
 
 
 def failure(case: Case, states: Mapping[int, Mapping[str, Any]], exits: Mapping[int, int], code: int,
-            last_words: str, world_size: int) -> dict[str, Any]:
+            last_words: str, world_size: int, oom_evidence: str = "") -> dict[str, Any]:
     """The record of a case that did not finish: the rank that ended it, with its reason.
 
     First a rank that died without a word from a signal other than torchrun's own SIGTERM (killed from
-    outside: the OOM killer, a user); else the rank whose failure came first; else whatever torchrun said.
+    outside: the OOM killer, a user; `oom` when it was SIGKILL and `oom_evidence`, from
+    `rbench.run.isolation.MemoryWatch`, says the OOM killer ran); else the rank whose failure came
+    first; else whatever torchrun said.
     """
     world = {"world_size": world_size}
     died = [r for r, c in sorted(exits.items()) if c < 0 and c != -signal.SIGTERM
@@ -136,6 +138,10 @@ def failure(case: Case, states: Mapping[int, Mapping[str, Any]], exits: Mapping[
     if died:
         rank = died[0]
         where = f" ({states[rank]['host']})" if rank in states else ""
+        if exits[rank] == -signal.SIGKILL and oom_evidence:
+            return results.new_record(case, "oom", f"rank {rank} of {world_size}{where} was killed (signal SIGKILL) "
+                                      f"by the kernel's OOM killer: {oom_evidence}; torchrun stopped the other ranks",
+                                      **world)
         return results.new_record(case, "error", f"rank {rank} of {world_size}{where} died ({_how(exits[rank])}) "
                                   "without a word; torchrun stopped the other ranks", **world)
     if failed:
