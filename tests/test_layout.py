@@ -22,7 +22,7 @@ KERNELS = ROOT / "kernels" / "rbench_kernels"
 
 # Rows, lowest first. Within a row's folder, files may import the files listed before them.
 ROWS: list[list[str]] = [
-    ["rbench.names", "rbench.suite_yaml", "rbench.scenario_spec", "rbench.spec", "rbench.results", "rbench.console"],
+    ["rbench.names", "rbench.files", "rbench.suite_yaml", "rbench.scenario_spec", "rbench.spec", "rbench.results", "rbench.console"],
     ["rbench.analysis.stats", "rbench.analysis.peaks", "rbench.analysis.sources", "rbench.analysis.compare",
      "rbench.analysis.render", "rbench.analysis.*"],
     ["rbench.hw.base", "rbench.hw.sampling", "rbench.hw.host", "rbench.hw.nvidia", "rbench.hw.amd",

@@ -10,17 +10,15 @@ No torch here.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import hashlib
 import json
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rbench import results
+from rbench import files, results
 from rbench.analysis import compare, sources
 from rbench.names import slug
 
@@ -126,16 +124,9 @@ def update(run_path: str | Path, into: str | Path, allow_incomplete: bool = Fals
 
 
 def _write_atomically(dest: Path, data: bytes) -> None:
-    tmp = dest.with_name(f".{dest.name}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
+        files.replace(dest, data)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise BaselineError(f"{dest}: cannot write: {results.os_cause(e)}; the previous baseline, if any, is "
                             "unchanged") from None
 

@@ -13,7 +13,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from rbench import results
+from rbench import files, results
 from rbench.analysis import headline
 from rbench.analysis.report_figures import (
     Figure,
@@ -155,5 +155,4 @@ def to_html(report: Report, title: str = "rbench report") -> str:
 def write_html(report: Report, path: str | Path, title: str = "rbench report") -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_html(report, title), encoding="utf-8")
-    return path
+    return files.replace(path, to_html(report, title))

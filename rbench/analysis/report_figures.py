@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rbench import results
+from rbench import files, results
 from rbench.analysis import headline, peaks, sources
 from rbench.spec import record_id
 
@@ -370,8 +370,7 @@ def write_pngs(report: Report, directory: str | Path) -> list[Path]:
     out = []
     for f in report.figures:
         path = directory / f"{f.name}.png"
-        path.write_bytes(f.png)
-        out.append(path)
+        out.append(files.replace(path, f.png))
     return out
 
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rbench import results
+from rbench import files, results
 from rbench.analysis import report
 from rbench.analysis.history import History, Series, rule_text
 from rbench.names import slug
@@ -129,8 +129,7 @@ def to_html(h: History, figs: list[report.Figure], title: str = "rbench history"
 def write_html(h: History, figs: list[report.Figure], path: str | Path, title: str = "rbench history") -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_html(h, figs, title), encoding="utf-8")
-    return path
+    return files.replace(path, to_html(h, figs, title))
 
 
 def to_json(h: History) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
+from rbench import files
 from rbench.cli.common import UsageError, console, rbench_warnings_as_lines, say, usage_errors
 
 
@@ -15,7 +15,7 @@ def _write(path: str | None, text: str) -> None:
         sys.stdout.write(text)
         return
     try:
-        Path(path).write_text(text, encoding="utf-8")
+        files.replace(path, text)
     except OSError as e:
         raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
     say(f"wrote {path}")

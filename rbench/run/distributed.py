@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rbench import files
 from rbench.names import one_line
 from rbench.spec import Case, Policy
 
@@ -47,9 +48,7 @@ COLLECTIVE_GRACE_S = 60.0
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:
     """Replace `path` atomically, so that a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(obj, default=str))
-    os.replace(tmp, path)
+    files.replace(path, json.dumps(obj, default=str))
 
 
 def where_am_i() -> dict[str, Any]:
