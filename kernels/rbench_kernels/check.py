@@ -32,6 +32,9 @@ __all__ = ["KERNELS", "TARGETS", "Job", "Result", "compile_one", "problems", "ru
 
 # the most dynamic shared memory one block may use (A100, H100, MI300X)
 SHARED_LIMIT = {"sm80": 163 * 1024, "sm90": 227 * 1024, "gfx942": 64 * 1024}
+# The MMAs a one-byte build must use: IMMA / IGMMA or v_mfma_*_i8 for int8, QGMMA or v_mfma_*_fp8 for fp8
+# (an e4m3fn dot on gfx942 compiles to fp16 MFMAs with software conversions: qconv runs fnuz there).
+ONE_BYTE_MMA = {"int8": r"\bIG?MMA\b|_i8\b", "fp8": r"\bQGMMA\b|_fp8\b"}
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Result:
     shared_bytes: int | None = None  # dynamic shared memory / LDS the launch needs
     mma: int | None = None  # tensor-core instructions in the binary
     mma_kind: str = ""
+    mma_ops: str = ""  # which MMAs: the SASS kinds (NVIDIA), the distinct v_mfma mnemonics (AMD)
     tma: int | None = None  # TMA copies: UTMALDG + UTMASTG in sm_90 SASS (None on other targets)
     loop: int | None = None  # instructions in the main loop (the innermost loop holding the MMAs)
     seconds: float = 0.0
@@ -82,7 +86,7 @@ def _inspect_cuda(res: Result, compiled: Any, arch: int) -> None:
         # HMMA/HGMMA: fp16/bf16/tf32; IMMA/IGMMA: int8 (qconv); QGMMA: fp8 warpgroup MMAs (qconv)
         counts = {kind: len(re.findall(rf"\b{kind}\.", sass)) for kind in ("HGMMA", "IGMMA", "QGMMA", "HMMA", "IMMA")}
         res.mma = sum(counts.values())
-        res.mma_kind = "+".join(kind for kind, count in counts.items() if count)
+        res.mma_kind = res.mma_ops = "+".join(kind for kind, count in counts.items() if count)
         if arch >= 90:
             res.tma = len(re.findall(r"\bUTMA(?:LDG|STG)\b", sass))
         res.loop = sass_main_loop(sass)
@@ -116,8 +120,10 @@ def _inspect_hip(res: Result, compiled: Any) -> None:
     res.registers = None if vgpr is None else vgpr + agpr
     scratch = field_("ScratchSize")
     res.spill_bytes = scratch
-    res.mma = len(re.findall(r"\bv_mfma_", asm))
+    mfmas = re.findall(r"\bv_mfma_\w+", asm)
+    res.mma = len(mfmas)
     res.mma_kind = "MFMA" if res.mma else ""
+    res.mma_ops = "+".join(sorted(set(mfmas)))
     res.loop = amdgcn_main_loop(asm)
     res.shared_bytes = int(compiled.metadata.shared)
 
@@ -182,6 +188,8 @@ def problems(res: Result) -> list[str]:
         found.append(f"needs {res.shared_bytes} B shared memory > {SHARED_LIMIT[job.target]}")
     if job.needs_tensor_cores and not res.mma:
         found.append("no tensor-core instructions")
+    elif job.dtype in ONE_BYTE_MMA and res.mma and not re.search(ONE_BYTE_MMA[job.dtype], res.mma_ops):
+        found.append(f"{job.dtype} on wider tensor cores ({res.mma_ops}), not its one-byte MMA")
     if job.needs_tma and not res.tma:
         found.append("a TMA kernel without TMA instructions")
     return found

@@ -1,5 +1,10 @@
 """Quantized convolution: int8 or fp8 (e4m3) operands, int32 / fp32 accumulation, a quantizing epilogue.
 
+fp8 comes in two e4m3 encodings: OCP's `float8_e4m3fn` (max 448; NVIDIA's fp8 tensor cores) and the
+`float8_e4m3fnuz` of AMD's MI300 (gfx942: exponent bias 8, max 240, no negative zero), whose MFMAs
+take only fnuz: Triton lowers an e4m3fn dot there to fp16 MFMAs with software conversions (8 fp16
+MFMAs and no fp8 one for a 64x64x64 tile), so gfx942 runs fnuz operands (`rbench kernels check`).
+
 One implicit-GEMM kernel serves every quantized convolution (R x S taps, any stride, padding and
 dilation, groups 1); a 1x1 convolution is the case R = S = 1, padding 0.  The epilogue computes in
 fp32, in this order (`rbench_kernels.reference` does exactly the same operations):
@@ -8,7 +13,7 @@ fp32, in this order (`rbench_kernels.reference` does exactly the same operations
     y = y + float(residual) * residual_scale    # the residual in x's dtype with its own scale
     y = max(y, 0)                               # relu
     out = quantize(y * (1 / out_scale))         # int8: round half to even, clamp to [-127, 127];
-                                                # fp8: clamp to +-448, round to nearest even e4m3
+                                                # fp8: clamp to +-448 (fnuz: 240), nearest even e4m3
 
 so that activations stay one byte between layers; without `out_scale` the output is fp32 y.  The int8
 accumulator is exact (an int32 sum of int8 products); the fp32 rounding of the epilogue is explicit and
@@ -38,31 +43,37 @@ from ._gemm import grouped_tile, output_pixels
 from ._launch import make_configs, one_config, prune_gemm_configs
 
 # operand dtypes of the quantized kernels, and the largest magnitude each quantizes to
-QUANT_DTYPES = (torch.int8, torch.float8_e4m3fn)
-QMAX = {torch.int8: 127.0, torch.float8_e4m3fn: 448.0}
+QUANT_DTYPES = (torch.int8, torch.float8_e4m3fn, torch.float8_e4m3fnuz)
+QMAX = {torch.int8: 127.0, torch.float8_e4m3fn: 448.0, torch.float8_e4m3fnuz: 240.0}
 # round-to-nearest-even for |v| < 2**22 in fp32: (v + 1.5 * 2**23) - 1.5 * 2**23
 _RNE_MAGIC = 12582912.0
 
 
 @triton.jit
-def round_e4m3(v):
-    """fp32 v (|v| <= 448) rounded to the nearest e4m3 value, ties to even, still in fp32.
+def round_e4m3(v, FNUZ: tl.constexpr):
+    """fp32 v (|v| <= 448, fnuz: 240) rounded to the nearest e4m3 value, ties to even, still in fp32.
 
     Done on the bits so that the conversion to fp8 afterwards is exact: Triton's interpreter does not
     carry a mantissa that rounds up into the exponent (e.g. 31.7 -> 16 instead of 32)."""
     bits = v.to(tl.int32, bitcast=True)
     # normal numbers: keep 3 mantissa bits of fp32's 23, nearest even; a carry moves into the exponent
     normal = ((bits + 0x7FFFF + ((bits >> 20) & 1)) & -1048576).to(tl.float32, bitcast=True)
-    # subnormals of e4m3 (|v| < 2**-6) are multiples of 2**-9
-    sub = ((v * 512.0 + 12582912.0) - 12582912.0) * 0.001953125
-    return tl.where(tl.abs(v) < 0.015625, sub, normal)
+    # subnormals (|v| below the smallest normal, 2**-6; fnuz 2**-7) are multiples of 2**-9 (fnuz 2**-10);
+    # a rounded zero is +0, which fnuz needs (its 0x80 is NaN, not -0)
+    if FNUZ:
+        sub = ((v * 1024.0 + 12582912.0) - 12582912.0) * 0.0009765625
+        out = tl.where(tl.abs(v) < 0.0078125, sub, normal)
+    else:
+        sub = ((v * 512.0 + 12582912.0) - 12582912.0) * 0.001953125
+        out = tl.where(tl.abs(v) < 0.015625, sub, normal)
+    return out
 
 
 @triton.jit
 def quant_epilogue_store(acc, offs_m, offs_n, m_ok, n_ok, n, p, q, K, scale_ptr, shift_ptr,
                          res_ptr, stride_rn, stride_rk, stride_rp, stride_rq, res_scale, inv_out, y_ptr,
                          HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr, QUANT_OUT: tl.constexpr,
-                         IS_INT: tl.constexpr):
+                         IS_INT: tl.constexpr, FNUZ: tl.constexpr):
     """The module docstring's epilogue on an accumulator tile, and one store into the (N·P·Q, K) output."""
     out_mask = m_ok[:, None] & n_ok[None, :]
     scale = tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)
@@ -80,8 +91,10 @@ def quant_epilogue_store(acc, offs_m, offs_n, m_ok, n_ok, n, p, q, K, scale_ptr,
         if IS_INT:
             v = tl.minimum(tl.maximum(v, -127.0), 127.0)
             y = (v + 12582912.0) - 12582912.0
+        elif FNUZ:
+            y = round_e4m3(tl.minimum(tl.maximum(v, -240.0), 240.0), FNUZ)
         else:
-            y = round_e4m3(tl.minimum(tl.maximum(v, -448.0), 448.0))
+            y = round_e4m3(tl.minimum(tl.maximum(v, -448.0), 448.0), FNUZ)
     tl.store(y_ptr + offs_m[:, None] * K + offs_n[None, :], y.to(y_ptr.dtype.element_ty), mask=out_mask)
 
 
@@ -99,6 +112,7 @@ def qconv_kernel(
     HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr,
     QUANT_OUT: tl.constexpr,  # write int8/fp8 (x's dtype) quantized by inv_out, else fp32
     IS_INT: tl.constexpr,  # int8 operands, int32 accumulator; else fp8, fp32 accumulator
+    FNUZ: tl.constexpr,  # fp8 operands are float8_e4m3fnuz (MI300), else float8_e4m3fn
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid_m, pid_n = grouped_tile(tl.program_id(0), N * P * Q, K, BLOCK_M, BLOCK_N, GROUP_M)
@@ -132,7 +146,7 @@ def qconv_kernel(
         acc = tl.dot(a, b, acc, out_dtype=acc.dtype)
     quant_epilogue_store(acc, offs_m, offs_n, m_ok, n_ok, n, p, q, K, scale_ptr, shift_ptr,
                          res_ptr, stride_rn, stride_rk, stride_rp, stride_rq, res_scale, inv_out, y_ptr,
-                         HAS_RESIDUAL, RELU, QUANT_OUT, IS_INT)
+                         HAS_RESIDUAL, RELU, QUANT_OUT, IS_INT, FNUZ)
 
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per GPU family.  One-byte operands: twice the
@@ -145,7 +159,7 @@ CONFIGS: dict[str, list[tuple[int, int, int, int, int]]] = {
     "gfx942": [(128, 128, 128, 8, 2), (128, 64, 128, 4, 2), (64, 64, 128, 4, 2)],
 }
 AUTOTUNE_KEY = ["C", "H", "W", "K", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w",
-                "R", "S", "HAS_RESIDUAL", "RELU", "QUANT_OUT", "IS_INT"]
+                "R", "S", "HAS_RESIDUAL", "RELU", "QUANT_OUT", "IS_INT", "FNUZ"]
 _tuned: dict[tuple[str, int], triton.runtime.Autotuner] = {}
 
 
@@ -193,7 +207,7 @@ def quantized(x: object, out_scale: object, residual_scale: object) -> bool:
     if getattr(x, "dtype", None) in QUANT_DTYPES:
         return True
     if out_scale is not None or residual_scale is not None:
-        raise ValueError("out_scale and residual_scale are for int8 / float8_e4m3fn operands only, "
+        raise ValueError("out_scale and residual_scale are for int8 / float8_e4m3fn / float8_e4m3fnuz operands only, "
                          f"got x of dtype {getattr(x, 'dtype', type(x).__name__)}")
     return False
 
@@ -257,7 +271,7 @@ def conv_bn_act_q(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, sh
     args = (x, *x.stride(), weight, *weight.stride(), scale, shift, res, *res.stride(), y, res_scale, inv_out,
             n, c, h, w, k, p, q, sh, sw, ph, pw, dh, dw)
     meta = dict(R=r, S=s, HAS_RESIDUAL=residual is not None, RELU=bool(relu), QUANT_OUT=out_scale is not None,
-                IS_INT=x.dtype == torch.int8)
+                IS_INT=x.dtype == torch.int8, FNUZ=x.dtype == torch.float8_e4m3fnuz)
     if y.numel():
         _launch(args, meta, n * p * q, k, r * s * c, x.device)
     return y

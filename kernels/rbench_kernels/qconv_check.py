@@ -3,7 +3,7 @@
 int8 and fp8 (e4m3) builds of every shipped config for a ResNet-50 3x3 (layer3, with the residual)
 and 1x1 (layer3's reduce, and a stride-2 downsample) at batch 256, all with the quantizing epilogue.
 They must use the tensor cores' one-byte MMAs: IMMA on sm_80, IGMMA (int8) / QGMMA (fp8) warpgroup
-MMAs on sm_90, v_mfma i8 / fp8 on gfx942.
+MMAs on sm_90, v_mfma i8 / fp8 on gfx942 (fp8 there in the fnuz encoding, as `qconv` runs it).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any
 
 KERNEL = "qconv"
 DTYPES = {"int8": "*i8", "fp8": "*fp8e4nv"}
+# gfx942's fp8 MFMAs take the fnuz encoding (float8_e4m3fnuz, Triton's fp8e4b8), which the kernels run there
+TARGET_DTYPES = {"gfx942": {"fp8": "*fp8e4b8"}}
 # (n, c, h, w, k, r, stride, pad): ResNet-50 layers at batch 256
 LAYERS = {
     "3x3": (256, 256, 14, 14, 256, 3, 1, 1),
@@ -37,7 +39,7 @@ def arguments(job: Any) -> tuple[Any, dict[str, Any]]:
 
     n, c, h, w, k, r, st, pad = LAYERS[job.variant]
     p = (h + 2 * pad - r) // st + 1
-    ptr = DTYPES[job.dtype]
+    ptr = TARGET_DTYPES.get(job.target, {}).get(job.dtype, DTYPES[job.dtype])
     bm, bn, bk, _, _ = job.config
     nhwc = lambda prefix, ch, hh, ww: {f"stride_{prefix}{d}": v for d, v in  # noqa: E731
                                        zip("nchw" if prefix == "x" else "nkpq", (hh * ww * ch, 1, ww * ch, ch))}
@@ -46,4 +48,4 @@ def arguments(job: Any) -> tuple[Any, dict[str, Any]]:
         scale_ptr="*fp32", shift_ptr="*fp32", res_ptr=ptr, **nhwc("r", k, p, p), y_ptr=ptr,
         res_scale=0.03, inv_out=50.0, N=n, C=c, H=h, W=w, K=k, P=p, Q=p, stride_h=st, stride_w=st,
         pad_h=pad, pad_w=pad, dil_h=1, dil_w=1, R=r, S=r, HAS_RESIDUAL=job.variant == "3x3", RELU=True,
-        QUANT_OUT=True, IS_INT=job.dtype == "int8", BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+        QUANT_OUT=True, IS_INT=job.dtype == "int8", FNUZ=ptr == "*fp8e4b8", BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)

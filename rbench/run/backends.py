@@ -79,10 +79,11 @@ class TritonBackend(Backend):
         return triton_quant.unsupported(case, device) if quantized else triton_zoo.unsupported_model(case.model)
 
     def prepare(self, model: torch.nn.Module, case: Case, device: Any) -> torch.nn.Module:
-        from rbench.run import triton_quant, triton_zoo
+        from rbench.run import quantize, triton_quant, triton_zoo
 
         if case.precision in triton_quant.PRECISIONS:  # calibrated and quantized by rbench (int8, fp8)
-            return triton_quant.convert(model, case.precision, case.image_size)
+            dtype = quantize.quant_dtype(case.precision, device.gpu_target())  # fp8: fnuz on MI300
+            return triton_quant.convert(model, case.precision, case.image_size, dtype)
         return triton_zoo.convert(model, allow_tf32=case.precision == "tf32")
 
     def graph(self, forward: Forward, example: torch.Tensor, case: Case, device: Any,

@@ -3,7 +3,8 @@
 The scheme (README "Low precision: int8 and fp8"):
 
 - weights: symmetric, one scale per output channel, s_w[k] = max|W[k]| / QMAX (QMAX 127 for int8,
-  448 for fp8 e4m3); int8 rounds half to even and clamps to [-127, 127], fp8 rounds to nearest e4m3;
+  448 for fp8 e4m3, 240 for the fnuz e4m3 that AMD's MI300 computes in: `fp8_dtype`); int8 rounds
+  half to even and clamps to [-127, 127], fp8 rounds to nearest e4m3;
 - activations: symmetric, one scale per tensor, s = amax / QMAX, where amax is the largest |value|
   the tensor takes in eager fp32 over CALIBRATION's seeded synthetic batches (the `max` rule: no
   clipping; random-weight networks have no long-tailed outliers that a percentile would cut);
@@ -22,9 +23,21 @@ from dataclasses import dataclass
 
 import torch
 
-# int8 and fp8 (e4m3, the OCP `fn` variant torch calls float8_e4m3fn)
+# int8 and fp8 (e4m3, the OCP `fn` variant torch calls float8_e4m3fn; `fp8_dtype` picks fnuz where that is the one)
 QUANT_DTYPES = {"int8": torch.int8, "fp8": torch.float8_e4m3fn}
-QMAX = {torch.int8: 127.0, torch.float8_e4m3fn: 448.0}
+QMAX = {torch.int8: 127.0, torch.float8_e4m3fn: 448.0, torch.float8_e4m3fnuz: 240.0}
+# GPUs whose fp8 tensor cores take e4m3 in the fnuz encoding (bias 8, max 240, no -0): AMD's MI300 family
+FNUZ_TARGETS = ("gfx940", "gfx941", "gfx942")
+
+
+def quant_dtype(precision: str, gpu_target: str | None = None) -> torch.dtype:
+    """The operand dtype of `precision` (int8, fp8) on a GPU of `gpu_target` (`sm_90`, `gfx942`, None on a CPU).
+
+    fp8 is e4m3 everywhere, in the encoding the GPU's tensor cores take: float8_e4m3fnuz on MI300
+    (its MFMAs have no OCP e4m3; Triton would emulate it with fp16 MFMAs), float8_e4m3fn elsewhere."""
+    if precision == "fp8" and gpu_target in FNUZ_TARGETS:
+        return torch.float8_e4m3fnuz
+    return QUANT_DTYPES[precision]
 
 
 @dataclass(frozen=True)
@@ -46,7 +59,7 @@ def weight_scales(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def quantize_tensor(t: torch.Tensor, inv_scale: torch.Tensor | float, dtype: torch.dtype) -> torch.Tensor:
-    """t / scale in `dtype`: int8 half to even clamped to [-127, 127], fp8 clamped to +-448 then nearest e4m3.
+    """t / scale in `dtype`: int8 half to even clamped to [-127, 127], fp8 clamped to +-QMAX then nearest e4m3.
 
     `inv_scale` (1 / scale, fp32, broadcastable) multiplies, as the kernels' epilogue does."""
     y = (t.float() * inv_scale).clamp(-QMAX[dtype], QMAX[dtype])

@@ -130,10 +130,10 @@ class QBlock(torch.nn.Module):
 class QuantResNet(torch.nn.Module):
     """A torchvision ResNet at int8 or fp8 on rbench_kernels (the module docstring); input and logits fp16."""
 
-    def __init__(self, model: torch.nn.Module, precision: str, image_size: int):
+    def __init__(self, model: torch.nn.Module, precision: str, image_size: int, dtype: torch.dtype | None = None):
         super().__init__()
         base = triton_backend.convert(model)  # checks the structure; its fp16 stem is ours
-        self.dtype = quantize.QUANT_DTYPES[precision]
+        self.dtype = dtype or quantize.QUANT_DTYPES[precision]  # the operands' encoding (quantize.quant_dtype)
         amax = quantize.observe_ranges(model, observed_tensors(model), image_size)
         scales = {name: quantize.activation_scale(a, self.dtype) for name, a in amax.items()}
         self.scales = scales
@@ -160,13 +160,16 @@ class QuantResNet(torch.nn.Module):
         return F.linear(x, self.fc_weight, self.fc_bias)
 
 
-def convert(model: torch.nn.Module, precision: str, image_size: int) -> QuantResNet:
-    """`model` (eval-mode torchvision ResNet in fp16 on its device) calibrated and quantized to `precision`."""
+def convert(model: torch.nn.Module, precision: str, image_size: int, dtype: torch.dtype | None = None) -> QuantResNet:
+    """`model` (eval-mode torchvision ResNet in fp16 on its device) calibrated and quantized to `precision`,
+    in `dtype` (`quantize.quant_dtype` of the device; default the precision's OCP dtype)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if not isinstance(model, torchvision.models.ResNet):
         raise ConversionError(f"{precision}: expected a torchvision ResNet, got {type(model).__name__}")
-    return QuantResNet(model, precision, image_size)
+    if dtype is not None and (dtype not in quantize.QMAX or (dtype == torch.int8) != (precision == "int8")):
+        raise ValueError(f"dtype {dtype} does not encode precision {precision!r}")
+    return QuantResNet(model, precision, image_size, dtype)
 
 
 def torch_unsupported(case: Any) -> str | None:

@@ -79,6 +79,21 @@ def test_the_rules(change: dict, problem: str) -> None:
     assert check.problems(_result(**change)) == [problem]
 
 
+@pytest.mark.parametrize("target, dtype, ops, ok", [
+    ("gfx942", "fp8", "v_mfma_f32_32x32x16_fp8_fp8", True),
+    ("gfx942", "fp8", "v_mfma_f32_32x32x8_f16", False),  # an e4m3fn dot on gfx942: fp16 MFMAs, conversions
+    ("gfx942", "int8", "v_mfma_i32_32x32x16_i8", True),
+    ("sm90", "fp8", "QGMMA", True),
+    ("sm90", "int8", "IGMMA", True),
+    ("sm80", "int8", "IMMA", True),
+    ("sm90", "fp8", "HGMMA", False),
+])
+def test_one_byte_builds_must_use_one_byte_tensor_cores(target: str, dtype: str, ops: str, ok: bool) -> None:
+    res = check.Result(check.Job("qconv", "3x3", target, dtype, (128, 128, 128, 8, 2)), ok=True, spill_bytes=0,
+                       shared_bytes=1024, mma=4, mma_kind="MFMA" if target == "gfx942" else ops, mma_ops=ops)
+    assert check.problems(res) == ([] if ok else [f"{dtype} on wider tensor cores ({ops}), not its one-byte MMA"])
+
+
 def test_main_rejects_unknown_names(capsys) -> None:
     with pytest.raises(SystemExit):
         check.main(["--targets", "sm75"])

@@ -9,7 +9,8 @@ from rbench_kernels import qconv, reference
 
 pytestmark = [needs_device, pytest.mark.interpreter]
 
-INT8, FP8 = torch.int8, torch.float8_e4m3fn
+INT8, FP8, FNUZ = torch.int8, torch.float8_e4m3fn, torch.float8_e4m3fnuz  # fnuz: MI300's fp8 encoding
+DTYPES = pytest.mark.parametrize("dtype", [INT8, FP8, FNUZ], ids=["int8", "fp8", "fp8-fnuz"])
 # (n, c, h, w, k, r, stride, padding, dilation): channels and outputs straddle the 64x128x64 tiles
 # of the interpreter, odd pixel counts leave partial row tiles, padding taps fall off every edge
 SHAPES = {
@@ -29,10 +30,12 @@ def operand(shape: tuple[int, ...], dtype: torch.dtype, g: torch.Generator) -> t
 
 
 def poisoned(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An `out=` buffer full of a value the kernel never writes: NaN (fp32, fp8) or -128 (int8 clamps to -127)."""
+    """An `out=` buffer full of a value the kernel never writes: NaN (fp32, fp8: 0x7F, fnuz: 0x80) or -128
+    (int8 clamps to -127)."""
     t = torch.empty(shape, dtype=dtype, device=DEVICE, memory_format=torch.channels_last)
-    return t.fill_(-128) if dtype == INT8 else t.view(torch.uint8).fill_(0x7F).view(dtype) if dtype == FP8 \
-        else t.fill_(float("nan"))
+    if dtype in (FP8, FNUZ):
+        return t.view(torch.uint8).fill_(0x7F if dtype == FP8 else 0x80).view(dtype)
+    return t.fill_(-128) if dtype == INT8 else t.fill_(float("nan"))
 
 
 def inputs(name: str, dtype: torch.dtype, residual: bool, seed: int = 0):
@@ -48,7 +51,7 @@ def inputs(name: str, dtype: torch.dtype, residual: bool, seed: int = 0):
     return x, wt, scale, shift, res, geometry, (n, k, p, q)
 
 
-@pytest.mark.parametrize("dtype", [INT8, FP8], ids=["int8", "fp8"])
+@DTYPES
 @pytest.mark.parametrize("name, residual, relu, out_scale", [
     ("3x3/1", True, True, 0.02),
     ("3x3/2-odd", False, True, 0.01),
@@ -75,7 +78,7 @@ def test_conv_q_equals_reference(name: str, residual: bool, relu: bool, out_scal
         assert got.unique().numel() > 20  # the test's scales exercise the range, not a few values
 
 
-@pytest.mark.parametrize("dtype", [INT8, FP8], ids=["int8", "fp8"])
+@DTYPES
 def test_conv1x1_q_stride2_residual(dtype: torch.dtype) -> None:
     g = torch.Generator().manual_seed(3)
     x, wt = operand((2, 72, 7, 5), dtype, g), operand((40, 72), dtype, g)
@@ -91,12 +94,15 @@ def test_conv1x1_q_stride2_residual(dtype: torch.dtype) -> None:
         assert torch.allclose(y.float().cpu(), expected.float().cpu(), rtol=2**-3, atol=2**-9)
 
 
-@pytest.mark.parametrize("dtype", [INT8, FP8], ids=["int8", "fp8"])
+@DTYPES
 def test_epilogue_rounding_is_nearest_even_with_saturation(dtype: torch.dtype) -> None:
     """x = 0, so y = shift: the quantizing epilogue on chosen values (ties, subnormals, overflow, the
     values whose mantissa rounds into the exponent) against torch's own rounding."""
     special = [0.5, 1.5, 2.5, -0.5, -2.5, 126.5, 127.5, 500.0, -1000.0, 31.7, -127.4, 7.93, 0.0,
-               2**-7, 3 * 2**-10, 2**-10, 2**-11, 15.5 * 2**-7, 464.0, 440.0]
+               2**-7, 3 * 2**-10, 2**-10, 2**-11, 15.5 * 2**-7, 464.0, 440.0,
+               # fnuz: its largest 240 and the ties above it, its subnormals (multiples of 2**-10) and the tie
+               # below its smallest one, which must round to +0 (fnuz has no -0: 0x80 is its NaN)
+               240.0, 247.9, -250.0, 7.5 * 2**-10, 2**-12, -2**-12, -3 * 2**-11, 1.0625 * 2**-7]
     g = torch.Generator().manual_seed(5)
     values = torch.cat([torch.tensor(special), torch.randn(256 - len(special), generator=g) * 60,
                         torch.randn(256, generator=g) * 0.01]).to(DEVICE)
