@@ -243,7 +243,7 @@ def conv_bn_act(
     channels_last once per call, so keep activations and weights channels_last to avoid the copy.
     Forward only: no autograd.
 
-    int8 / float8_e4m3fn x and weight (groups 1) go to `qconv.conv_bn_act_q`: int32 / fp32 accumulation,
+    int8 / float8_e4m3fn(uz) x and weight (groups 1) go to `qconv.conv_bn_act_q`: int32 / fp32 accumulation,
     residual in x's dtype times `residual_scale`, output quantized by `out_scale` into x's dtype (fp32
     without it); scale then folds the dequantization s_x * s_w[k] * bn_scale[k].
     """

@@ -140,7 +140,7 @@ def conv1x1_bn_act(
     only with allow_tf32=True for fp32 inputs).  NCHW inputs are converted to channels_last once per
     call.  Forward only.
 
-    int8 / float8_e4m3fn operands go to `qconv.conv1x1_bn_act_q` (see `conv_bn_act`): `residual_scale`
+    int8 / float8_e4m3fn(uz) operands go to `qconv.conv1x1_bn_act_q` (see `conv_bn_act`): `residual_scale`
     scales the quantized residual, `out_scale` quantizes the output into x's dtype (fp32 without it).
     """
     if qconv.quantized(x, out_scale, residual_scale):

@@ -69,7 +69,7 @@ def conv_bn_act(
 ) -> torch.Tensor:
     """act(conv2d(x, weight) * scale + shift + residual); allow_tf32 is accepted and ignored (always IEEE).
 
-    int8 / float8_e4m3fn operands: `qreference` (exact integer arithmetic for int8, fp32 emulation for fp8)."""
+    int8 / float8_e4m3fn(uz) operands: `qreference` (exact integer arithmetic for int8, fp32 emulation for fp8)."""
     if qconv.quantized(x, out_scale, residual_scale):
         return qreference.conv_bn_act_q(x, weight, scale, shift, stride=stride, padding=padding, dilation=dilation,
                                         residual=residual, residual_scale=residual_scale, relu=relu,
