@@ -55,11 +55,12 @@ def run_table(records: list[dict[str, Any]], title: str = "") -> Table:
     """One row per case: what was measured, how fast, how much memory and power, and its status.
 
     Reasons and warnings are numbered notes in the status cell and spelled out by `notes()`, so the
-    table stays narrow enough for a terminal.
+    table stays narrow enough for a terminal. `host ms` is the host's time to issue one iteration
+    (`host_ms_per_iter`): close to p50 on a GPU, the CPU's launches are the bottleneck.
     """
     table = Table(title=safe(title), header_style="bold")
-    for name in ("model", "batch", "precision", "backend", "mode", "metric", "img/s", "p50 ms", "p99 ms", "TFLOP/s",
-                 "peak mem", "power", "status"):
+    for name in ("model", "batch", "precision", "backend", "mode", "metric", "img/s", "p50 ms", "p99 ms", "host ms",
+                 "TFLOP/s", "peak mem", "power", "status"):
         table.add_column(name, justify="right" if name in NUMERIC_COLUMNS else "left", no_wrap=name != "power")
     numbers = note_numbers(records)
     for r in records:
@@ -72,7 +73,8 @@ def run_table(records: list[dict[str, Any]], title: str = "") -> Table:
             cell += " [yellow]⚠[/yellow]"
         table.add_row(*(safe(r.get(k, "?")) for k in ("model", "batch_size", "precision", "backend", "mode")),
                       metric_cell(r), _num(r.get("throughput_ips"), ",.1f"),
-                      _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"), _num(r.get("tflops"), ".2f"),
+                      _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"), _num(r.get("host_ms_per_iter"), ".2f"),
+                      _num(r.get("tflops"), ".2f"),
                       _bytes(r.get("peak_memory_bytes")), power_cell(r.get("power"), numbers) if status == "ok" else "-",
                       cell)
     return table
@@ -91,7 +93,7 @@ def metric_cell(r: dict[str, Any], markup: bool = True) -> str:
     return f"{safe(r['scenario'])}{figure}{verdict}{' (short run)' if r.get('mlperf_length') is False else ''}"
 
 
-NUMERIC_COLUMNS = {"batch", "img/s", "p50 ms", "p99 ms", "TFLOP/s", "peak mem"}
+NUMERIC_COLUMNS = {"batch", "img/s", "p50 ms", "p99 ms", "host ms", "TFLOP/s", "peak mem"}
 
 
 def _notes_of(r: dict[str, Any]) -> list[str]:
