@@ -59,6 +59,8 @@ def case_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
                 "case": record_id(r), "run": run.label, "status": r.get("status", "?"), "metric": metric_cell(r, markup=False),
                 "img/s": fmt_value(r.get("throughput_ips"), ",.1f"), "p50 ms": fmt_value(lat.get("p50"), ".3g"),
                 "p90 ms": fmt_value(lat.get("p90"), ".3g"), "p99 ms": fmt_value(lat.get("p99"), ".3g"),
+                "host ms": fmt_value(r.get("host_ms_per_iter"), ".3g"),
+                "graph": {True: "yes", False: "no"}.get(r.get("cuda_graph"), "–"),
                 "peak MiB": fmt_value(mib(r), ",.0f"), "W": fmt_value(power_value(r, "avg_w"), ".0f"),
                 "J/img": fmt_value(power_value(r, "j_per_image"), ".3g"), "TFLOP/s": fmt_value(r.get("tflops"), ".3g"),
                 "% peak": fmt_value(None if frac is None else 100 * frac, ".1f"),
@@ -131,8 +133,8 @@ def to_html(report: Report, title: str = "rbench report") -> str:
     if report.skipped:
         parts += ["<h2>Not drawn</h2><ul>"] + [f"<li>{html.escape(s)}</li>" for s in report.skipped] + ["</ul>"]
     rows = case_rows(runs)
-    headers = ["case", "run", "status", "metric", "img/s", "p50 ms", "p90 ms", "p99 ms", "peak MiB", "W", "J/img", "TFLOP/s",
-               "% peak", "warnings"]
+    headers = ["case", "run", "status", "metric", "img/s", "p50 ms", "p90 ms", "p99 ms", "host ms", "graph", "peak MiB",
+               "W", "J/img", "TFLOP/s", "% peak", "warnings"]
     parts += ["<h2>All cases</h2>", _table(headers, [[r[h] for h in headers] for r in rows],
                                           numeric=set(headers[4:-1]),
                                           classes=["" if r["status"] in ("ok", "unsupported", "skipped") else "bad" for r in rows])]
