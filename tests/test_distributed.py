@@ -92,6 +92,8 @@ def test_two_ranks_train_and_infer_with_scaling_against_one_process(tmp_path, on
             assert r["throughput_ips"] > 0 and r["peak_memory_bytes"] > 0 and r["device"]["name"] and r["host"]
             assert set(r["latency_ms"]) == {"p50", "p90", "p95", "p99", "min", "max", "mean", "stdev"}
             assert len(r["samples_ms"]) == r["iters"] >= 3
+            assert r["host_ms_per_iter"] > 0  # on a CPU rank the step is the work: about its iteration time
+        assert multi["host_ms_per_iter"] == max(r["host_ms_per_iter"] for r in ranks)
         slowest = max(r["window_s"] for r in ranks)
         assert multi["throughput_ips"] == pytest.approx(2 * ranks[0]["iters"] * 2 / slowest)
         assert multi["scaling_efficiency"] == pytest.approx(multi["throughput_ips"] / (2 * single["throughput_ips"]))
@@ -296,3 +298,28 @@ def test_a_device_without_a_process_group_backend_is_unsupported(tmp_path):
     record = distributed_launch.Torchrun("mps", tmp_path / "log").run(case(2), Policy())
     assert record["status"] == "unsupported" and "mps has none" in record["reason"]
     assert json.dumps(record)
+
+
+def test_ranks_warm_up_by_the_single_process_rule_and_never_plan_from_compilation(tmp_path, monkeypatch):
+    """A 60 s first iteration (torch.compile inside warm-up) then 0.1 s ones, on a one-rank gloo group: the
+    estimate is 0.1 s and warm-up runs its 10 iterations, as `measure.run` does (issue 18's rule, for ranks)."""
+    import types
+
+    import torch.distributed as dist
+
+    from rbench.hw import host
+    from rbench.run import distributed
+
+    clock = [0.0]
+    monkeypatch.setattr(distributed, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def step(i):
+        clock[0] += 60.0 if i == 0 else 0.1
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        iters, _, iter_s, host_ms = distributed.agreed_warmup(step, host.CpuDevice(), Policy(
+            warmup_iters=10, warmup_s=1.0, min_iters=20, min_s=2.0, max_s=30.0))
+    finally:
+        dist.destroy_process_group()
+    assert iters == 10 and iter_s == pytest.approx(0.1) and host_ms == pytest.approx(100.0)

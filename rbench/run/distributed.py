@@ -179,8 +179,9 @@ class Window:
                 "allreduce_buckets": len(self.timer.spans)}
 
 
-def agreed_warmup(step: Any, device: Any, policy: Policy) -> tuple[int, float, float]:
-    """Warm up until every rank has met the policy's warm-up rule; (iterations, seconds, slowest s/iter).
+def agreed_warmup(step: Any, device: Any, policy: Policy) -> tuple[int, float, float, float]:
+    """Warm up until every rank has met the single-process warm-up rule (`measure.warmed_up`: compilation
+    never counts toward the estimate); (iterations, seconds, slowest rank's s/iter, this rank's host ms/iter).
 
     The ranks vote after each iteration, so all of them run the same number of iterations (with DDP a
     rank that stopped early would leave the others waiting in an all-reduce).
@@ -188,21 +189,24 @@ def agreed_warmup(step: Any, device: Any, policy: Policy) -> tuple[int, float, f
     import torch
     import torch.distributed as dist
 
-    start, times = time.perf_counter(), []
+    from rbench.run import measure
+
+    start, times, host = time.perf_counter(), [], []
     while True:
         t = time.perf_counter()
         step(len(times))
+        issued = time.perf_counter()
         device.synchronize()
         times.append(time.perf_counter() - t)
+        host.append(issued - t)
         elapsed = time.perf_counter() - start
-        wanted = len(times) < max(1, policy.warmup_iters) or elapsed < policy.warmup_s
-        if len(times) >= 2 and elapsed > policy.max_s:
-            wanted = False  # warm-up alone overruns the budget: plan from what it has seen
-        vote = torch.tensor([float(wanted), statistics.median(times[-5:])], dtype=torch.float64,
+        wanted = not measure.warmed_up(times, elapsed, policy)
+        vote = torch.tensor([float(wanted), measure.iteration_estimate(times)], dtype=torch.float64,
                             device=device.torch_device)
         dist.all_reduce(vote, op=dist.ReduceOp.MAX)
         if not vote[0].item():
-            return len(times), elapsed, float(vote[1].item())
+            host_ms = 1e3 * statistics.median(host[-measure.ESTIMATE_ITERS:])
+            return len(times), elapsed, float(vote[1].item()), host_ms
 
 
 def timed(step: Any, device: Any, n: int, first: int, window: Window) -> tuple[list[float], float]:
@@ -258,7 +262,7 @@ def measure_rank(case: Case, policy: Policy, device: Any, monitor: Any) -> dict[
         if reason:
             return {"status": "incorrect", "reason": reason, **info}
     step = backends.make_step(module, workload, case, device)
-    warm_iters, warm_s, iter_s = agreed_warmup(step, device, policy)
+    warm_iters, warm_s, iter_s, host_ms = agreed_warmup(step, device, policy)
     try:
         n = measure.plan_iterations(iter_s, policy)  # the same iter_s on every rank: the same verdict
     except measure.OverBudget as e:
@@ -272,7 +276,7 @@ def measure_rank(case: Case, policy: Policy, device: Any, monitor: Any) -> dict[
     peak = device.peak_memory()
     return {"status": "ok", "reason": "", **info, **window.allreduce(), **monitor.result(images),
             "throughput_ips": images / window_s, "latency_ms": measure.summarize(samples), "samples_ms": samples,
-            "iters": n, "window_s": window_s, "warmup_iters": warm_iters, "warmup_s": warm_s,
+            "iters": n, "window_s": window_s, "warmup_iters": warm_iters, "warmup_s": warm_s, "host_ms_per_iter": host_ms,
             "peak_memory_bytes": peak.get("allocated", peak.get("host_rss")), "peak_memory": peak}
 
 

@@ -19,7 +19,8 @@ from rbench.spec import Case, record_id, record_key
 
 # What each rank's entry in `ranks` keeps (the case's totals are computed from these).
 RANK_FIELDS = ("rank", "local_rank", "node", "host", "device", "driver", "status", "throughput_ips", "latency_ms",
-               "samples_ms", "iters", "window_s", "warmup_iters", "warmup_s", "peak_memory_bytes", "peak_memory",
+               "samples_ms", "iters", "window_s", "warmup_iters", "warmup_s", "host_ms_per_iter", "peak_memory_bytes",
+               "peak_memory",
                "power", "telemetry", "flags", "allreduce_share", "allreduce_s", "allreduce_buckets", "warnings")
 
 
@@ -46,7 +47,7 @@ def combine(case: Case, result: Mapping[str, Any]) -> dict[str, Any]:
         case, "ok", "", **known, **world,
         throughput_ips=throughput, latency_ms=slowest["latency_ms"], samples_ms=slowest["samples_ms"],
         iters=slowest["iters"], window_s=slowest["window_s"], warmup_iters=slowest["warmup_iters"],
-        warmup_s=slowest["warmup_s"],
+        warmup_s=slowest["warmup_s"], host_ms_per_iter=max((r.get("host_ms_per_iter") or 0) for r in ranks) or None,
         tflops=throughput * flops * (3 if training else 1) / 1e12 if flops else None,
         peak_memory_bytes=max((r["peak_memory_bytes"] or 0) for r in ranks) or None,
         peak_memory=slowest["peak_memory"], power=_power(ranks, images),
