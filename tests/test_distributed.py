@@ -323,3 +323,28 @@ def test_ranks_warm_up_by_the_single_process_rule_and_never_plan_from_compilatio
     finally:
         dist.destroy_process_group()
     assert iters == 10 and iter_s == pytest.approx(0.1) and host_ms == pytest.approx(100.0)
+
+
+def test_a_ranks_peak_memory_is_the_timed_windows(tmp_path):
+    """The window restarts the peak counters after the barrier, as the single-process TimedWindow does."""
+    import torch.distributed as dist
+
+    from rbench.hw import host
+    from rbench.run import distributed
+
+    calls = []
+
+    class Device(host.CpuDevice):
+        def reset_peak_memory(self):
+            calls.append("reset")
+
+    class Monitor:
+        def start(self):
+            calls.append("monitor")
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        distributed.Window(Device(), Monitor(), None).start()
+    finally:
+        dist.destroy_process_group()
+    assert calls == ["reset", "monitor"]

@@ -145,8 +145,9 @@ class AllreduceTimer:
 
 
 class Window:
-    """Around the timed window: a barrier first, so every rank starts together; telemetry and the
-    all-reduce timer see exactly the window."""
+    """Around the timed window: a barrier first, so every rank starts together; telemetry, the peak-memory
+    counters (restarted here, as `runner.TimedWindow` does: the gate's reference and autotuning are not in
+    the peak) and the all-reduce timer see exactly the window."""
 
     def __init__(self, device: Any, monitor: Any, timer: AllreduceTimer | None):
         self.device, self.monitor, self.timer = device, monitor, timer
@@ -156,6 +157,7 @@ class Window:
         import torch.distributed as dist
 
         dist.barrier()
+        self.device.reset_peak_memory()
         self.monitor.start()
         self.begin = self.device.event()
         self.begin.record()
@@ -244,7 +246,7 @@ def measure_rank(case: Case, policy: Policy, device: Any, monitor: Any) -> dict[
     reason = first_problem(device.unsupported_precision(case.precision) or backend.unsupported(case, device))
     if reason:
         return {"status": "unsupported", "reason": reason}
-    device.reset_peak_memory()
+    monitor.case_start()  # who else is on this rank's device before we build, compile and autotune
     workload = models.build(case, device.torch_device, policy.rotate_buffers)
     info: dict[str, Any] = {"flops_per_image": workload.flops_per_image, "params": workload.params}
     model, timer = workload.model, None
