@@ -60,13 +60,9 @@ def round_e4m3(v, FNUZ: tl.constexpr):
     normal = ((bits + 0x7FFFF + ((bits >> 20) & 1)) & -1048576).to(tl.float32, bitcast=True)
     # subnormals (|v| below the smallest normal, 2**-6; fnuz 2**-7) are multiples of 2**-9 (fnuz 2**-10);
     # a rounded zero is +0, which fnuz needs (its 0x80 is NaN, not -0)
-    if FNUZ:
-        sub = ((v * 1024.0 + 12582912.0) - 12582912.0) * 0.0009765625
-        out = tl.where(tl.abs(v) < 0.0078125, sub, normal)
-    else:
-        sub = ((v * 512.0 + 12582912.0) - 12582912.0) * 0.001953125
-        out = tl.where(tl.abs(v) < 0.015625, sub, normal)
-    return out
+    steps: tl.constexpr = 1024.0 if FNUZ else 512.0  # subnormal steps per unit
+    sub = ((v * steps + 12582912.0) - 12582912.0) * (1.0 / steps)
+    return tl.where(tl.abs(v) < (0.0078125 if FNUZ else 0.015625), sub, normal)
 
 
 @triton.jit
@@ -91,10 +87,9 @@ def quant_epilogue_store(acc, offs_m, offs_n, m_ok, n_ok, n, p, q, K, scale_ptr,
         if IS_INT:
             v = tl.minimum(tl.maximum(v, -127.0), 127.0)
             y = (v + 12582912.0) - 12582912.0
-        elif FNUZ:
-            y = round_e4m3(tl.minimum(tl.maximum(v, -240.0), 240.0), FNUZ)
         else:
-            y = round_e4m3(tl.minimum(tl.maximum(v, -448.0), 448.0), FNUZ)
+            top: tl.constexpr = 240.0 if FNUZ else 448.0  # the largest e4m3 (fnuz) value
+            y = round_e4m3(tl.minimum(tl.maximum(v, -top), top), FNUZ)
     tl.store(y_ptr + offs_m[:, None] * K + offs_n[None, :], y.to(y_ptr.dtype.element_ty), mask=out_mask)
 
 

@@ -26,7 +26,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import sys
 import threading
 import time
@@ -207,8 +206,7 @@ def agreed_warmup(step: Any, device: Any, policy: Policy) -> tuple[int, float, f
                             device=device.torch_device)
         dist.all_reduce(vote, op=dist.ReduceOp.MAX)
         if not vote[0].item():
-            host_ms = 1e3 * statistics.median(host[-measure.ESTIMATE_ITERS:])
-            return len(times), elapsed, float(vote[1].item()), host_ms
+            return len(times), elapsed, float(vote[1].item()), measure.host_ms_estimate(host)
 
 
 def timed(step: Any, device: Any, n: int, first: int, window: Window) -> tuple[list[float], float]:

@@ -117,6 +117,11 @@ def warmed_up(warm_times: Sequence[float], elapsed_s: float, policy: Policy) -> 
     return reached or hopeless or steady_s > policy.max_s
 
 
+def host_ms_estimate(host_times: Sequence[float]) -> float:
+    """Milliseconds the host takes to issue one iteration: the median of the latest (settled) warm-up ones."""
+    return 1e3 * statistics.median(host_times[-ESTIMATE_ITERS:])
+
+
 def iteration_estimate(warm_times: Sequence[float]) -> float:
     """Seconds per iteration for planning: the median of the latest steady warm-up iterations."""
     steady = _steady(warm_times) or list(warm_times)
@@ -160,6 +165,5 @@ def run(step: Callable[[int], Any], device: Any, policy: Policy, window: Any = N
             window.stop()
     samples = [s.elapsed_time(e) for s, e in zip(starts, ends)]
     window_s = starts[0].elapsed_time(ends[-1]) / 1e3
-    host_ms = 1e3 * statistics.median(host_times[-ESTIMATE_ITERS:])  # the settled end of warm-up
     return Timing(samples_ms=samples, window_s=window_s, warmup_iters=iters, warmup_s=warmup_s,
-                  host_ms_per_iter=host_ms)
+                  host_ms_per_iter=host_ms_estimate(host_times))

@@ -101,7 +101,7 @@ def execute(case: Case, policy: Policy, device: Any, monitor: Any) -> dict[str, 
 
 
 def _measure(case: Case, policy: Policy, device: Any, monitor: Any, info: dict[str, Any]) -> dict[str, Any]:
-    from rbench.run import backends, cuda_graph, measure, models, scenarios
+    from rbench.run import backends, cuda_graph, measure, models, scenarios, triton_quant
 
     reason = device.unsupported_precision(case.precision)
     backend = backends.get(case)
@@ -112,7 +112,7 @@ def _measure(case: Case, policy: Policy, device: Any, monitor: Any, info: dict[s
     workload = models.build(case, device.torch_device, policy.rotate_buffers)
     info.update(flops_per_image=workload.flops_per_image, params=workload.params)
     module = backend.prepare(workload.model, case, device)
-    if getattr(module, "dtype", None) is not None and case.precision in ("int8", "fp8"):
+    if case.precision in triton_quant.PRECISIONS:
         info["quant_dtype"] = str(module.dtype).removeprefix("torch.")  # fp8: float8_e4m3fn, or fnuz on MI300
     if backend.name != "eager" and case.mode == "inference":
         info["gate_tolerance"] = GATE_TOLERANCE[case.precision]
